@@ -1,0 +1,132 @@
+"""What dispatchers do to an incident by hand: assign a unit, escalate now, cancel, close.
+
+Each runs in the caller's transaction, records who did it on the timeline, and
+returns the status publications to make after commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dispatch import acknowledge, status, timeline
+from dispatch.escalation import fence_off, schedule
+from dispatch.escalation_policy import StepRef
+from dispatch.intake import stand_down
+from dispatch.models import Assignment, Incident
+from dispatch.outbox import advance_now
+from foundation.settings import Settings
+from responders.models import Unit
+
+
+class ActionError(ValueError):
+    """The action does not apply to this incident (HTTP 409) or names something unknown (404)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _open(incident: Incident) -> None:
+    if incident.state in ("resolved", "cancelled"):
+        raise ActionError(f"incident {incident.id} is already {incident.state}")
+
+
+def assign_unit(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    unit_id: str,
+    service: str | None,
+    *,
+    actor: str,
+    now: datetime,
+) -> list[tuple[str, bytes]]:
+    """Page a named unit now for one service of the incident (replacing whoever is being paged)."""
+    _open(incident)
+    unit = session.get(Unit, unit_id)
+    if unit is None or not unit.active:
+        raise ActionError(f"no active unit {unit_id!r}", 404)
+    service = service or unit.service
+    if unit.service != service:
+        raise ActionError(f"{unit_id} is a {unit.service} unit, not {service}")
+    assignment = session.execute(
+        select(Assignment).where(Assignment.incident_id == incident.id, Assignment.service == service)
+    ).scalar_one_or_none()
+    if assignment is None:
+        assignment = Assignment(incident_id=incident.id, service=service, state="active", excluded={})
+        session.add(assignment)
+        session.flush()
+        if service not in incident.services:
+            incident.services = [*incident.services, service]
+        incident.service = incident.service or service
+    elif assignment.state in ("accepted", "on_scene"):
+        raise ActionError(f"{assignment.accepted_unit_id} already accepted the {service} assignment")
+    fence_off(session, assignment, now)
+    excluded = dict(assignment.excluded)
+    excluded.pop(unit_id, None)
+    assignment.excluded, assignment.state, assignment.unit_id = excluded, "active", unit_id
+    assignment.explanation = {"unit_id": unit_id, "assigned_by": actor, "distance_m": None}
+    policy = settings.escalation.policies[service]  # type: ignore[index]
+    schedule(session, assignment, StepRef(assignment.round, 0), policy[0].action, now)
+    incident.needs_review, incident.review_reason = False, None  # a person has looked at it
+    timeline.record(
+        session, "unit_assigned", actor=actor, incident_id=incident.id, unit_id=unit_id, at=now, service=service
+    )
+    return acknowledge.refresh_incident(session, settings, incident, now)
+
+
+def escalate_now(session: Session, incident: Incident, service: str | None, *, actor: str, now: datetime) -> int:
+    """Bring the next pending step of the incident's assignments forward to now."""
+    _open(incident)
+    query = select(Assignment).where(Assignment.incident_id == incident.id, Assignment.state == "active")
+    if service:
+        query = query.where(Assignment.service == service)
+    moved = sum(advance_now(session, a.id, now) for a in session.execute(query).scalars())
+    if moved == 0:
+        raise ActionError("nothing to escalate: no pending step on an active assignment")
+    timeline.record(
+        session, "escalated_by_hand", actor=actor, incident_id=incident.id, at=now, service=service, steps=moved
+    )
+    return moved
+
+
+def cancel(
+    session: Session, settings: Settings, incident: Incident, reason: str, *, actor: str, now: datetime
+) -> list[tuple[str, bytes]]:
+    """Cancel the incident: paging stops, paged units are stood down, accepted units freed."""
+    _open(incident)
+    stand_down(session, incident, now)
+    incident.state, incident.closed_at, incident.disposition = "cancelled", now, "cancelled"
+    timeline.record(session, "cancelled_by_dispatcher", actor=actor, incident_id=incident.id, at=now, reason=reason)
+    return acknowledge.refresh_incident(session, settings, incident, now) or _status(incident, now)
+
+
+def close(
+    session: Session,
+    settings: Settings,
+    incident: Incident,
+    disposition: str,
+    note: str | None,
+    *,
+    actor: str,
+    now: datetime,
+) -> list[tuple[str, bytes]]:
+    """Close with a disposition code; every assignment ends, units are freed."""
+    _open(incident)
+    for assignment in session.execute(select(Assignment).where(Assignment.incident_id == incident.id)).scalars():
+        if assignment.state in ("accepted", "on_scene"):
+            fence_off(session, assignment, now)
+            assignment.state, assignment.resolved_at = "resolved", now
+            if assignment.accepted_unit_id:
+                session.get_one(Unit, assignment.accepted_unit_id).release(now)
+    stand_down(session, incident, now)  # whatever is still being paged
+    incident.state, incident.closed_at, incident.disposition = "resolved", now, disposition
+    timeline.record(session, "closed", actor=actor, incident_id=incident.id, at=now, disposition=disposition, note=note)
+    return _status(incident, now)
+
+
+def _status(incident: Incident, now: datetime) -> list[tuple[str, bytes]]:
+    return [(p.topic, p.payload) for p in status.publications(incident, now)]

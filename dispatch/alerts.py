@@ -1,0 +1,236 @@
+"""Writing notifications into the outbox: alert codes, texts, links, idempotency keys.
+
+Runs inside the caller's transaction. The outbox sender (dispatch/outbox.py)
+sends what is written here; nothing in this module talks to Twilio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from geopy.distance import geodesic
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from devices.models import Device
+from dispatch import links
+from dispatch.models import AlertCode, Assignment, Incident, Notification
+from foundation.db import insert_for
+from responders import messages
+from responders.models import Unit
+
+# A press whose GPS fix is this close to the button's registered place is described by its address.
+ADDRESS_RADIUS_M = 150.0
+
+
+@dataclass(frozen=True)
+class Recipient:
+    kind: str  # unit | supervisor | resident
+    id: str
+    phone: str
+    language: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AlertContext:
+    """What every alert about one incident says, computed once per step."""
+
+    incident: Incident
+    assignment: Assignment | None
+    where: str
+    public_base: str
+    secret: bytes
+
+
+def describe_location(incident: Incident, device: Device | None) -> str:
+    """Where, in the words a responder can use: the caller's address or the button's, then coordinates."""
+    if incident.lat is None or incident.lon is None:
+        known = incident.address_text or (device.address if device else None)
+        return known or "lokasi belum diketahui"
+    coordinates = f"{incident.lat:.5f},{incident.lon:.5f}"
+    if incident.address_text:
+        return f"{incident.address_text} ({coordinates})"
+    if device is not None and device.address:
+        if incident.location_source == "device_registered":
+            return device.address
+        if geodesic((incident.lat, incident.lon), (device.lat, device.lon)).meters <= ADDRESS_RADIUS_M:
+            return f"{device.address} ({coordinates})"
+    return coordinates
+
+
+def alert_code(session: Session, phone: str, assignment: Assignment) -> int:
+    """The recipient's short code for this assignment: reused if given before, else the smallest free.
+
+    Unique (phone, code) and (phone, assignment) constraints make a race between
+    two workers fail loudly (and retry) instead of handing out one code twice.
+    """
+    existing = session.execute(
+        select(AlertCode.code).where(AlertCode.phone == phone, AlertCode.assignment_id == assignment.id)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    used = set(session.execute(select(AlertCode.code).where(AlertCode.phone == phone)).scalars())
+    code = next(n for n in range(1, len(used) + 2) if n not in used)
+    session.add(AlertCode(phone=phone, code=code, assignment_id=assignment.id, incident_id=assignment.incident_id))
+    session.flush()
+    return code
+
+
+def release_codes(session: Session, assignment_id: int) -> None:
+    """Free the codes of a closed assignment so they can name the next alert."""
+    for code in session.execute(select(AlertCode).where(AlertCode.assignment_id == assignment_id)).scalars():
+        session.delete(code)
+
+
+def insert_notification(session: Session, **values: Any) -> Notification | None:
+    """Insert an outbox row unless its idempotency key exists; the row, or None if it did."""
+    inserted = session.execute(
+        insert_for(session, Notification.__table__)
+        .values(state="pending", attempts=0, **values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Notification.__table__.c.id)
+    ).scalar_one_or_none()
+    return session.get(Notification, inserted) if inserted is not None else None
+
+
+def write_alert(
+    session: Session,
+    context: AlertContext,
+    recipient: Recipient,
+    channel: str,
+    *,
+    key: str,
+    step_id: int | None,
+    distance_m: float | None,
+    now: datetime,
+    reason: str = "",
+) -> Notification | None:
+    """Queue one alert (SMS or call) unless one with the same idempotency key exists."""
+    assignment = context.assignment
+    incident = context.incident
+    code = alert_code(session, recipient.phone, assignment) if assignment is not None else None
+    notification = insert_notification(
+        session,
+        idempotency_key=key,
+        incident_id=incident.id,
+        assignment_id=assignment.id if assignment else None,
+        step_id=step_id,
+        recipient_kind=recipient.kind,
+        recipient_id=recipient.id,
+        to_number=recipient.phone,
+        channel=channel,
+        language=recipient.language,
+        alert_code=code,
+        body="",
+        next_attempt_at=now,
+    )
+    if notification is None:
+        return None
+    # The body holds a link signed with the row's own id, so it is written after the insert.
+    notification.body = _compose(context, recipient, channel, notification, code, distance_m, reason)
+    return notification
+
+
+def _compose(
+    context: AlertContext,
+    recipient: Recipient,
+    channel: str,
+    notification: Notification,
+    code: int | None,
+    distance_m: float | None,
+    reason: str,
+) -> str:
+    incident = context.incident
+    language: messages.Language = "en" if recipient.language == "en" else "id"
+    # A multi-agency incident pages each service for its own assignment: name that service.
+    service = cast("messages.Service", (context.assignment.service if context.assignment else None) or incident.service)
+    link = f"{context.public_base}/a/{links.make_token(context.secret, notification.id, 'view')}"
+    assert code is not None, "alerts to responders always belong to an assignment"
+    if channel == "voice":
+        prompt = messages.alert_voice_prompt(
+            language,
+            service=service,
+            code=code,
+            where=context.where,
+            distance_m=distance_m,
+        )
+        action = f"{context.public_base}/twilio/voice/gather/{notification.id}"
+        return messages.voice_twiml(language, prompt=prompt, action_url=action)
+    if recipient.kind == "supervisor":
+        return messages.supervisor_sms(
+            language,
+            service=service,
+            code=code,
+            where=context.where,
+            incident_id=incident.id,
+            reason=reason,
+            link=link,
+        )
+    return messages.alert_sms(
+        language,
+        service=service,
+        code=code,
+        where=context.where,
+        distance_m=distance_m,
+        link=link,
+        incident_id=incident.id,
+    )
+
+
+def write_resident_update(
+    session: Session,
+    incident: Incident,
+    device: Device,
+    state: str,
+    *,
+    unit_name: str | None,
+    distance_m: float | None,
+    now: datetime,
+) -> Notification | None:
+    """One SMS per incident state to the resident's registered phone (idempotent by state)."""
+    if not device.phone:
+        return None
+    return insert_notification(
+        session,
+        idempotency_key=f"resident:{incident.id}:{state}",
+        incident_id=incident.id,
+        recipient_kind="resident",
+        recipient_id=device.id,
+        to_number=device.phone,
+        channel="sms",
+        language="id",
+        body=messages.resident_sms(
+            "id",
+            state=state,  # type: ignore[arg-type]
+            unit_name=unit_name,
+            distance_m=distance_m,
+            incident_id=incident.id,
+        ),
+        next_attempt_at=now,
+    )
+
+
+def write_stand_down(
+    session: Session, incident: Incident, assignment: Assignment, phone: str, code: int, *, now: datetime
+) -> int:
+    """Tell a paged responder the incident was cancelled (one SMS per responder, idempotent)."""
+    responder = session.execute(select(Unit).where(Unit.phone == phone)).scalars().first()
+    language: messages.Language = "en" if responder is not None and responder.language == "en" else "id"
+    written = insert_notification(
+        session,
+        idempotency_key=f"standdown:{assignment.id}:{phone}",
+        incident_id=incident.id,
+        assignment_id=assignment.id,
+        recipient_kind="unit" if responder is not None else "supervisor",
+        recipient_id=responder.id if responder is not None else phone,
+        to_number=phone,
+        channel="sms",
+        language=language,
+        alert_code=code,
+        body=messages.reply_text(language, "closed", code=code, state="cancelled"),
+        next_attempt_at=now,
+    )
+    return 0 if written is None else 1

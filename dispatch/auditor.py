@@ -1,0 +1,64 @@
+"""The auditor: a second pair of eyes on the escalation engine.
+
+Flags (once each, on the timeline and in the log) any active assignment with no
+pending step, and any step overdue by more than ``escalation.overdue_after_s``.
+Either means a page that should be happening is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from dispatch import timeline
+from dispatch.models import Assignment, EscalationStep
+
+log = logging.getLogger(__name__)
+
+
+def audit(session: Session, now: datetime, overdue_after_s: float) -> list[str]:
+    """Raise findings in the caller's transaction; returns them as short strings."""
+    findings: list[str] = []
+    pending = exists().where(EscalationStep.assignment_id == Assignment.id, EscalationStep.state == "pending")
+    stranded = session.execute(
+        select(Assignment).where(Assignment.state == "active", ~pending, Assignment.audit_flagged_at.is_(None))
+    ).scalars()
+    for assignment in stranded:
+        assignment.audit_flagged_at = now
+        timeline.record(
+            session,
+            "audit_no_pending_step",
+            actor="auditor",
+            incident_id=assignment.incident_id,
+            at=now,
+            assignment_id=assignment.id,
+            service=assignment.service,
+        )
+        findings.append(f"assignment {assignment.id}: active with no pending step")
+    horizon = now - timedelta(seconds=overdue_after_s)
+    late = session.execute(
+        select(EscalationStep).where(
+            EscalationStep.state == "pending",
+            EscalationStep.due_at < horizon,
+            EscalationStep.audit_flagged_at.is_(None),
+        )
+    ).scalars()
+    for step in late:
+        step.audit_flagged_at = now
+        overdue = (now - step.due_at).total_seconds()
+        timeline.record(
+            session,
+            "audit_step_overdue",
+            actor="auditor",
+            incident_id=step.incident_id,
+            at=now,
+            step_id=step.id,
+            overdue_s=round(overdue, 1),
+        )
+        findings.append(f"step {step.id}: overdue by {overdue:.0f}s")
+    for finding in findings:
+        log.error("auditor: %s", finding)
+    return findings

@@ -1,0 +1,104 @@
+"""Users, roles and API tokens. Passwords and tokens are only ever stored hashed.
+
+Roles are ordered: a dispatcher can do what a call-taker can, an admin what a dispatcher can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+from flask import current_app, g, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from dispatch.models import ROLES, ApiToken, User
+
+RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
+TOKEN_PREFIX = "dsp_"
+
+
+def hash_password(password: str) -> str:
+    """A salted, slow hash (werkzeug's scrypt)."""
+    return generate_password_hash(password)
+
+
+def check_password(user: User, password: str) -> bool:
+    return bool(user.password_hash) and check_password_hash(user.password_hash or "", password)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are long random strings, so a fast hash is enough to make a stolen table useless."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, user: User, label: str | None, now: datetime) -> str:
+    """Create a token for ``user``; the plain token is returned once and never stored."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), label=label, created_at=now))
+    return token
+
+
+def user_for_token(session: Session, token: str, now: datetime) -> User | None:
+    """The active user owning this unrevoked token, or None."""
+    row = session.execute(
+        select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or not user.active:
+        return None
+    row.last_used_at = now
+    return user
+
+
+def allowed(role: str, minimum: str) -> bool:
+    return RANK.get(role, 0) >= RANK[minimum]
+
+
+def require_role(minimum: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Flask view decorator: 401 without a valid bearer token or session, 403 below ``minimum``.
+
+    Sets ``flask.g.user`` (id, username, role) for the view.
+    """
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = _current_user()
+            if user is None:
+                response = jsonify(error="authentication required: send 'Authorization: Bearer <token>'")
+                response.status_code = 401
+                response.headers["WWW-Authenticate"] = 'Bearer realm="dispatch"'
+                return response
+            if not allowed(user["role"], minimum):
+                response = jsonify(error=f"this needs the {minimum} role (you are {user['role']})")
+                response.status_code = 403
+                return response
+            g.user = user
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _current_user() -> dict[str, Any] | None:
+    context = current_app.extensions["dispatch"]
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        with context.sessions() as session, session.begin():
+            user = user_for_token(session, header.removeprefix("Bearer ").strip(), context.clock())
+            return _summary(user) if user else None
+    session_user = current_app.extensions.get("dispatch.session_user")
+    return session_user() if session_user else None
+
+
+def _summary(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "role": user.role, "name": user.name}

@@ -1,0 +1,51 @@
+"""Prometheus metrics, one registry per service instance (no process-wide globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.inbound = Counter(
+            "dispatch_inbound_messages",
+            "MQTT messages handled, by topic kind and outcome",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.receive_to_commit = Histogram(
+            "dispatch_receive_to_commit_seconds",
+            "Time from receiving an MQTT message to committing its effect",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )

@@ -1,0 +1,48 @@
+// The board: announce new button presses and escalations that reached a supervisor.
+"use strict";
+
+(() => {
+  const body = document.getElementById("board-rows");
+  const known = new Set();
+  const supervised = new Set();
+  const highlight = new Map();  // incident id -> {cls, until}
+  const HIGHLIGHT_MS = 60000;
+
+  function rows() { return body.querySelectorAll("tr[data-id]"); }
+
+  for (const row of rows()) {
+    known.add(row.dataset.id);
+    if (row.dataset.supervisor === "1") supervised.add(row.dataset.id);
+  }
+
+  function stamp() {
+    const count = rows().length;
+    document.getElementById("open-count").textContent = String(count);
+    const time = new Date().toLocaleTimeString(Console.config.lang === "en" ? "en-GB" : "id-ID", {timeZone: "Asia/Jakarta"});
+    document.getElementById("board-updated").textContent = Console.t("board.updated", {time});
+  }
+
+  body.addEventListener("console:updated", () => {
+    const now = Date.now();
+    for (const row of rows()) {
+      const id = row.dataset.id;
+      if (!known.has(id)) {
+        known.add(id);
+        if (row.dataset.source === "press") {
+          highlight.set(id, {cls: "flash-new", until: now + HIGHLIGHT_MS});
+          Console.announce("press", id);
+        }
+      }
+      if (row.dataset.supervisor === "1" && !supervised.has(id)) {
+        supervised.add(id);
+        highlight.set(id, {cls: "flash-alarm", until: now + HIGHLIGHT_MS});
+        Console.announce("supervisor", id);
+      }
+      const mark = highlight.get(id);
+      if (mark && mark.until > now) row.classList.add(mark.cls);
+    }
+    for (const [id, mark] of highlight) if (mark.until <= now) highlight.delete(id);
+    stamp();
+  });
+  stamp();
+})();

@@ -1,0 +1,23 @@
+// The incident page: a map with the incident's pin (drag it or click to move it) and its units.
+"use strict";
+
+(() => {
+  const el = document.getElementById("incident-map");
+  if (!el || !window.L) return;
+  const map = ConsoleMap.create(el);
+  const latInput = document.getElementById("pin-lat"), lonInput = document.getElementById("pin-lon");
+  ConsoleMap.pin(map, latInput, lonInput);
+  const points = [[ConsoleMap.number(latInput.value), ConsoleMap.number(lonInput.value)]];
+  for (const unit of JSON.parse(el.dataset.units || "[]")) {
+    L.circleMarker([unit.lat, unit.lon], {radius: 7, color: "#0f172a", weight: 2, fillColor: "#f8fafc", fillOpacity: 1})
+      .bindTooltip(document.createTextNode(unit.id + " · " + Console.t("unit_status." + unit.status)), {permanent: true, direction: "right", className: "unit-label"})
+      .addTo(map);
+    points.push([unit.lat, unit.lon]);
+  }
+  ConsoleMap.fit(map, points, 16);
+  // Keep the live part's state in the page title: a glance at the tab shows it.
+  document.addEventListener("console:updated", () => {
+    const state = document.getElementById("incident-state");
+    if (state) document.body.dataset.incidentState = state.dataset.state;
+  });
+})();

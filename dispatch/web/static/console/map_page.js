@@ -1,0 +1,83 @@
+// The map page: open incidents, units (with the age of their position) and panic buttons (with health).
+"use strict";
+
+(() => {
+  const el = document.getElementById("big-map");
+  if (!el || !window.L) return;
+  const map = ConsoleMap.create(el);
+  const layers = {incidents: L.layerGroup().addTo(map), units: L.layerGroup().addTo(map), devices: L.layerGroup().addTo(map)};
+  L.control.layers(null, {
+    [Console.t("map.incidents")]: layers.incidents,
+    [Console.t("map.units")]: layers.units,
+    [Console.t("map.devices")]: layers.devices,
+  }, {collapsed: false}).addTo(map);
+
+  // Leaflet puts string content in as HTML: names come from the roster, so they go in as text.
+  function text(...lines) {
+    const span = document.createElement("span");
+    lines.forEach((line, i) => { if (i) span.append(document.createElement("br")); span.append(String(line)); });
+    return span;
+  }
+
+  function incidentUrl(id) { return el.dataset.incidentUrl.replace(/0$/, String(id)); }
+
+  const legend = L.control({position: "bottomleft"});
+  legend.onAdd = () => {
+    const div = L.DomUtil.create("div", "map-note legend");
+    div.innerHTML = '<span class="svc svc-police"></span><span class="svc svc-disaster"></span><span class="svc svc-ambulance"></span> ';
+    div.append(document.createTextNode(Console.t("map.legend")));
+    for (const [i, name] of ["police", "disaster", "ambulance"].entries()) div.children[i].title = name;
+    return div;
+  };
+  legend.addTo(map);
+  let fitted = false;
+
+  function draw(data) {
+    Object.values(layers).forEach((layer) => layer.clearLayers());
+    for (const d of data.devices) {
+      const bad = d.silent || d.low_battery;
+      L.circleMarker([d.lat, d.lon], {radius: 4, weight: bad ? 2 : 1, color: bad ? "#b91c1c" : "#64748b",
+        fillColor: "#e2e8f0", fillOpacity: 1})
+        .bindTooltip(text(d.id + " · " + d.owner_name + (d.silent ? " · " + Console.t("devices.silent") : "") +
+          (d.low_battery ? " · " + Console.t("devices.low_battery") + " " + d.battery + " %" : "")))
+        .addTo(layers.devices);
+    }
+    for (const u of data.units) {
+      if (!u.active) continue;
+      const age = u.fix_age_s === null ? "—" : Console.duration(u.fix_age_s);
+      L.circleMarker([u.lat, u.lon], {radius: 7, weight: 2, color: ConsoleMap.color(u.service),
+        fillColor: u.status === "available" ? ConsoleMap.color(u.service) : "#ffffff", fillOpacity: 0.9})
+        // A short permanent label (unit and position age); the rest on hover, so labels do not pile up.
+        .bindTooltip(text(u.id + (u.fix_age_s === null ? "" : " · " + age)), {permanent: true, direction: "right", className: "unit-label"})
+        .bindPopup(text(u.id + " · " + u.name, Console.t("unit_status." + u.status) + " · " + Console.t("map.fix_age") + ": " + age))
+        .addTo(layers.units);
+    }
+    for (const i of data.incidents) {
+      L.circleMarker([i.lat, i.lon], {radius: 11, weight: 3, color: "#dc2626", fillColor: "#fecaca", fillOpacity: 0.9})
+        .bindTooltip(text("#" + i.id + " · " + Console.t("state." + i.state)), {permanent: true, direction: "top", className: "incident-label"})
+        .on("click", () => { window.location.href = incidentUrl(i.id); })
+        .addTo(layers.incidents);
+    }
+    if (!fitted) {
+      // First load: frame what is there; later refreshes keep the dispatcher's own view.
+      fitted = true;
+      ConsoleMap.fit(map, [...data.incidents, ...data.units.filter((u) => u.active)].map((p) => [p.lat, p.lon]), 15);
+    }
+    el.dataset.loaded = String(data.incidents.length);
+  }
+
+  let busy = false;
+  async function load() {
+    if (busy) return;
+    busy = true;
+    try {
+      const response = await fetch(el.dataset.src, {credentials: "same-origin", cache: "no-store"});
+      if (response.ok) draw(await response.json());
+    } finally {
+      busy = false;
+    }
+  }
+  document.addEventListener("console:change", load);
+  setInterval(load, 10000);
+  load();
+})();

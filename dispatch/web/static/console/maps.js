@@ -1,0 +1,83 @@
+// Leaflet helpers shared by the map, incident and call pages. Tiles only when console.tile_url is set:
+// without it the map shows the city's bounds on a plain background, with a scale, and still works offline.
+"use strict";
+
+const ConsoleMap = (() => {
+  const SERVICE_COLORS = {police: "#1d4ed8", disaster: "#c2410c", ambulance: "#15803d"};
+
+  function create(el, options) {
+    const cfg = Console.config;
+    const [south, west, north, east] = cfg.bounds;
+    const map = L.map(el, Object.assign({zoomSnap: 0.5, attributionControl: Boolean(cfg.tileUrl)}, options || {}));
+    if (cfg.tileUrl) {
+      L.tileLayer(cfg.tileUrl, {attribution: cfg.tileAttribution || "", maxZoom: 19}).addTo(map);
+    } else {
+      el.classList.add("no-tiles");
+      L.rectangle([[south, west], [north, east]], {
+        color: "#64748b", weight: 1, dashArray: "4 4", fill: false, interactive: false,
+      }).addTo(map);
+      const note = L.control({position: "bottomright"});
+      note.onAdd = () => {
+        const div = L.DomUtil.create("div", "map-note");
+        div.textContent = Console.t("map.no_tiles");
+        return div;
+      };
+      note.addTo(map);
+    }
+    L.control.scale({metric: true, imperial: false}).addTo(map);
+    map.fitBounds([[south, west], [north, east]], {animate: false});
+    return map;
+  }
+
+  // Show every given point (and nothing much else); programmatic moves are not animated, so the
+  // map is where it should be at once (and in screenshots).
+  function fit(map, points, maxZoom) {
+    const present = points.filter((p) => p && p[0] !== null && p[1] !== null);
+    if (!present.length) return;
+    if (present.length === 1) map.setView(present[0], maxZoom || 16, {animate: false});
+    else map.fitBounds(L.latLngBounds(present), {padding: [40, 40], maxZoom: maxZoom || 16, animate: false});
+  }
+
+  function color(service) { return SERVICE_COLORS[service] || "#475569"; }
+
+  function number(value) {
+    const n = parseFloat(String(value || "").replace(",", "."));
+    return Number.isFinite(n) ? n : null;
+  }
+
+  // A draggable pin bound to the #pin-lat / #pin-lon inputs; clicking the map moves it too.
+  function pin(map, latInput, lonInput, onMove) {
+    let marker = null;
+    function place(lat, lon, fromMap) {
+      if (!marker) {
+        marker = L.marker([lat, lon], {draggable: true, autoPan: true}).addTo(map);
+        marker.on("dragend", () => {
+          const p = marker.getLatLng();
+          place(p.lat, p.lng, true);
+        });
+      } else {
+        marker.setLatLng([lat, lon]);
+      }
+      if (fromMap) {
+        latInput.value = lat.toFixed(6);
+        lonInput.value = lon.toFixed(6);
+        if (onMove) onMove(lat, lon);
+      }
+    }
+    map.on("click", (e) => place(e.latlng.lat, e.latlng.lng, true));
+    const lat = number(latInput.value), lon = number(lonInput.value);
+    if (lat !== null && lon !== null) {
+      place(lat, lon, false);
+      map.setView([lat, lon], 15, {animate: false});
+    }
+    for (const input of [latInput, lonInput]) {
+      input.addEventListener("change", () => {
+        const a = number(latInput.value), b = number(lonInput.value);
+        if (a !== null && b !== null) { place(a, b, false); map.panTo([a, b], {animate: false}); }
+      });
+    }
+    return {place, marker: () => marker};
+  }
+
+  return {create, color, number, pin, fit};
+})();

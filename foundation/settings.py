@@ -1,0 +1,343 @@
+"""Typed settings: defaults file, optional overlay file, then environment overrides.
+
+Precedence (later wins): ``config/default.yaml`` -> the file named by
+``DISPATCH_CONFIG`` -> ``DISPATCH__SECTION__KEY`` variables -> the named
+shortcuts ``DISPATCH_DATABASE_URL`` and ``DISPATCH_MQTT_URL``.
+A bad value raises :class:`SettingsError` naming the key and the value, so the
+program stops at start-up instead of failing at 3 a.m. on first use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+ENV_PREFIX = "DISPATCH__"
+SHORTCUTS = {
+    "DISPATCH_DATABASE_URL": ("database", "url"),
+    "DISPATCH_MQTT_URL": ("mqtt", "url"),
+    "DISPATCH_PUBLIC_URL": ("public_url",),
+    "DISPATCH_SECRET_KEY": ("secret_key",),
+    "TWILIO_ACCOUNT_SID": ("twilio", "account_sid"),
+    "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
+    "TWILIO_FROM_NUMBER": ("twilio", "from_number"),
+    "TWILIO_API_BASE": ("twilio", "api_base"),
+}
+Service = Literal["police", "disaster", "ambulance"]
+
+
+class SettingsError(Exception):
+    """A setting is missing, unknown or invalid; the message names key and value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+
+class MqttSettings(_Section):
+    url: str | None = None
+    client_id: str = Field(default="dispatch-1", min_length=1, max_length=64)
+    shared_group: str | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    connect_timeout_s: float = Field(default=10, gt=0, le=120)
+    reconnect_min_s: float = Field(default=1, gt=0)
+    reconnect_max_s: float = Field(default=30, gt=0)
+    max_payload_bytes: int = Field(default=65536, ge=1024)
+    embedded_port: int = Field(default=18830, ge=1, le=65535)
+    handler_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://[user:pass@]host[:port] or mqtts://...")
+        return value
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class IntakeSettings(_Section):
+    cancel_grace_s: float = Field(default=30, ge=0)
+
+
+class DeviceSettings(_Section):
+    supervision_interval_s: float = Field(default=900, gt=0)
+    low_battery_pct: int = Field(default=20, ge=0, le=100)
+    health_check_every_s: float = Field(default=60, gt=0)
+
+
+class TwilioSettings(_Section):
+    """Twilio credentials come from the environment; no account SID means the built-in sandbox."""
+
+    account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr | None = None
+    from_number: str = Field(default="+15005550006", pattern=r"^\+[1-9]\d{6,14}$")
+    api_base: str | None = None
+    timeout_s: float = Field(default=10, gt=0, le=60)
+    send_attempts: int = Field(default=4, ge=1, le=10)
+    concurrency: int = Field(default=4, ge=1, le=32)  # API calls in flight at once from one process
+    retry_backoff_s: float = Field(default=1, ge=0, le=60)
+    sms_validity_s: int = Field(default=120, ge=1, le=36000)
+    error_replies_per_hour: int = Field(default=5, ge=0)
+
+    @model_validator(mode="after")
+    def _token_with_sid(self) -> TwilioSettings:
+        if self.account_sid and not self.auth_token:
+            raise ValueError("TWILIO_AUTH_TOKEN is required when TWILIO_ACCOUNT_SID is set")
+        return self
+
+
+class EscalationStep(_Section):
+    after_s: float = Field(ge=0)
+    action: Literal["notify_unit", "next_unit", "supervisor"]
+    channels: tuple[Literal["sms", "voice"], ...] = Field(default=("sms",), min_length=1)
+
+
+class EscalationSettings(_Section):
+    tick_s: float = Field(default=1, gt=0, le=1)
+    repeat: int = Field(default=1, ge=0, le=10)
+    round_gap_s: float = Field(default=30, ge=0)
+    auditor_every_s: float = Field(default=10, gt=0)
+    overdue_after_s: float = Field(default=10, gt=0)
+    max_fix_age_s: float = Field(default=120, gt=0)
+    link_ttl_s: float = Field(default=3600, gt=0)
+    resident_sms: bool = False
+    policies: dict[Service, tuple[EscalationStep, ...]] = {}
+
+    @field_validator("policies")
+    @classmethod
+    def _ordered(cls, policies: dict[str, tuple[EscalationStep, ...]]) -> dict[str, tuple[EscalationStep, ...]]:
+        for service, steps in policies.items():
+            if not steps:
+                raise ValueError(f"{service}: a policy needs at least one step")
+            if any(b.after_s < a.after_s for a, b in itertools.pairwise(steps)):
+                raise ValueError(f"{service}: steps must be in order of after_s")
+        return policies
+
+
+class GeocodingSettings(_Section):
+    """Where free-text addresses from 112 calls get coordinates."""
+
+    kind: Literal["gazetteer", "nominatim"] = "gazetteer"
+    gazetteer_path: Path = Path(__file__).resolve().parent.parent / "config" / "gazetteer.yaml"
+    nominatim_domain: str | None = None  # e.g. nominatim.pemkot.example:8080 (self-hosted)
+    nominatim_scheme: Literal["http", "https"] = "https"
+    user_agent: str = "probolinggo-dispatch"
+    timeout_s: float = Field(default=5, gt=0, le=30)
+    attempts: int = Field(default=3, ge=1, le=5)
+    # south, west, north, east: a result outside is treated as "not found", never guessed.
+    bounds: tuple[float, float, float, float] = (-7.86, 113.13, -7.68, 113.29)
+
+    @model_validator(mode="after")
+    def _domain_for_nominatim(self) -> GeocodingSettings:
+        if self.kind == "nominatim" and not self.nominatim_domain:
+            raise ValueError("geocoding.nominatim_domain is required when geocoding.kind is nominatim")
+        return self
+
+
+class ConsoleSettings(_Section):
+    """The web console's map: no tile URL means markers on a plain background (no network needed)."""
+
+    tile_url: str | None = None  # e.g. https://tiles.pemkot.example/{z}/{x}/{y}.png (self-hosted)
+    tile_attribution: str = ""
+
+
+class Settings(_Section):
+    """All settings of one dispatch process."""
+
+    data_dir: Path = Path("./var")
+    timezone: str = "Asia/Jakarta"
+    public_url: str | None = None
+    # Signs one-tap links and console sessions (DISPATCH_SECRET_KEY). Without one, a random key
+    # is generated once and kept in data_dir/secret_key (fine for one machine, not for a cluster).
+    secret_key: SecretStr | None = None
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    web: WebSettings = WebSettings()
+    intake: IntakeSettings = IntakeSettings()
+    devices: DeviceSettings = DeviceSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    geocoding: GeocodingSettings = GeocodingSettings()
+    console: ConsoleSettings = ConsoleSettings()
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _real_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown IANA time zone") from exc
+        return value
+
+    @property
+    def database_url(self) -> str:
+        """The configured database URL, or the default SQLite file in ``data_dir``."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'dispatch.sqlite3').resolve()}"
+
+    @property
+    def local_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def signing_key(self) -> bytes:
+        """The secret for links and sessions; generated once into data_dir when not configured."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+    def public_base(self, bound_port: int | None = None) -> str:
+        """Base of every callback URL and of webhook signature checks."""
+        if self.public_url:
+            return self.public_url
+        return f"http://{self.web.host}:{bound_port or self.web.port}"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings from files and environment.
+
+    ``overrides`` (nested dict) wins over everything; tests and the CLI use it.
+    """
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = _read_yaml(DEFAULTS_FILE)
+    overlay = env.get("DISPATCH_CONFIG")
+    if overlay:
+        _deep_merge(merged, _read_yaml(Path(overlay)))
+    _deep_merge(merged, _from_environment(env))
+    if overrides:
+        _deep_merge(merged, dict(overrides))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, merged)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path} must hold a mapping at the top level")
+    return data
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part)
+        if not path:
+            continue
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        # An empty variable means "unset", so DISPATCH_MQTT_URL= falls back to the embedded broker.
+        node[path[-1]] = value if value != "" else None
+    # Shortcuts beat the generic form: apply them last.
+    for name, path in SHORTCUTS.items():
+        if name in env:
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = env[name] or None
+    return tree
+
+
+def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+SECRET_WORDS = ("token", "password", "secret")
+
+
+def _redact(key: str, value: Any) -> Any:
+    """Keep secrets out of error messages (they end up in logs and terminals)."""
+    if isinstance(value, Mapping):
+        return {k: _redact(f"{key}.{k}", v) for k, v in value.items()}
+    if value is not None and any(word in key.lower() for word in SECRET_WORDS):
+        return "***"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            return value.replace(f":{parts.password}@", ":***@")
+    return value
+
+
+def _describe(exc: ValidationError, merged: Mapping[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        value = _redact(key, error.get("input", _lookup(merged, error["loc"])))
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {key} = {value!r}")
+        else:
+            lines.append(f"setting {key} = {value!r}: {error['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _lookup(tree: Mapping[str, Any], loc: tuple[int | str, ...]) -> Any:
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node

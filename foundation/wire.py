@@ -1,0 +1,62 @@
+"""Wire-format helpers shared by every MQTT protocol: JSON decoding and pydantic validation.
+
+Pure: bytes in, a typed payload or an :class:`InvalidMessage` with one readable reason out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Service = Literal["police", "disaster", "ambulance"]
+ENTITY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+
+
+class InvalidMessage(ValueError):
+    """The message cannot be accepted; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Payload(BaseModel):
+    # Unknown fields are ignored so newer firmware can add fields without being dead-lettered.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+def decode_json_object(payload: bytes) -> dict[str, Any]:
+    """Decode UTF-8 JSON that must be an object; raises InvalidMessage otherwise."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidMessage("payload is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"payload must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def validate(model: type[Payload], data: dict[str, Any]) -> Payload:
+    """Validate a decoded payload, turning pydantic's errors into one readable reason."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidMessage(f"invalid {model.__doc__ or model.__name__}: {problems}") from None

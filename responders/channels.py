@@ -1,0 +1,59 @@
+"""Notification channels over Twilio: a thin adapter around the real SDK.
+
+Grafana OnCall calls this a phone provider: send an SMS, place a call, nothing
+else. Retries and state live in the dispatch outbox, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from twilio.rest import Client
+
+from foundation.logsafe import mask_phone
+
+log = logging.getLogger(__name__)
+
+
+class Channels(Protocol):
+    """What the outbox needs from a phone provider."""
+
+    def send_sms(self, to: str, body: str, *, status_callback: str) -> str: ...
+
+    def place_call(self, to: str, twiml: str, *, status_callback: str) -> str: ...
+
+
+class TwilioChannels:
+    """SMS and voice through one Twilio (or Twilio-compatible) account."""
+
+    def __init__(self, client: Client, from_number: str, *, sms_validity_s: int) -> None:
+        self._client = client
+        self._from = from_number
+        self._validity_s = sms_validity_s
+
+    def send_sms(self, to: str, body: str, *, status_callback: str) -> str:
+        """Send one SMS; returns Twilio's message SID (raises the SDK's exceptions)."""
+        message = self._client.messages.create(
+            to=to,
+            from_=self._from,
+            body=body,
+            status_callback=status_callback,
+            # A page that could not be delivered within this window is useless: drop it.
+            validity_period=self._validity_s,
+        )
+        log.info("sms %s queued to %s", message.sid, mask_phone(to))
+        return str(message.sid)
+
+    def place_call(self, to: str, twiml: str, *, status_callback: str) -> str:
+        """Place one call with inline TwiML; returns the call SID."""
+        call = self._client.calls.create(
+            to=to,
+            from_=self._from,
+            twiml=twiml,
+            status_callback=status_callback,
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            timeout=25,
+        )
+        log.info("call %s placed to %s", call.sid, mask_phone(to))
+        return str(call.sid)

@@ -1,0 +1,331 @@
+"""In-memory state of the Twilio sandbox: what it accepted, what it sent, what to break next.
+
+Everything is guarded by one re-entrant lock; readers get deep copies so a test or the
+phone page can never observe a record half-way through an update.  A condition variable
+on the same lock lets tests wait for background deliveries without sleeping blindly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Message states after which the sandbox will never touch a message again.
+FINAL_MESSAGE_STATUSES = frozenset({"delivered", "undelivered", "failed", "received"})
+# Call states after which the call is over.
+FINAL_CALL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled"})
+
+
+def new_sid(prefix: str) -> str:
+    """Return a Twilio-shaped SID: two-letter prefix + 32 hex digits (34 characters)."""
+    return prefix + uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class RawRequest:
+    """One request received on the sandbox's Twilio REST API endpoints."""
+
+    method: str
+    path: str
+    form: dict[str, list[str]]
+    auth_username: str | None
+    received_at: datetime
+    response_status: int = 0
+
+
+@dataclass
+class WebhookDelivery:
+    """One HTTP request the sandbox made to the application (one attempt)."""
+
+    kind: str  # "message-status", "call-status", "incoming-sms", "call-twiml", "gather"
+    method: str
+    url: str
+    params: dict[str, str]
+    signature: str
+    attempt: int
+    sent_at: datetime
+    status_code: int | None = None
+    response_text: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the application answered with a 2xx status."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass
+class SandboxMessage:
+    """An SMS the sandbox accepted (outbound) or a phone sent in (inbound)."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    direction: str  # "outbound-api", "outbound-reply" or "inbound"
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    validity_period: int | None = None
+    status_callback: str | None = None
+    num_segments: int = 1
+    date_sent: datetime | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    status_history: list[str] = field(default_factory=list)
+    # For inbound messages: what the application answered to the incoming-SMS webhook.
+    app_response: WebhookDelivery | None = None
+
+
+@dataclass
+class SandboxCall:
+    """An outbound call the sandbox accepted, and how far the simulated callee got."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    url: str | None
+    method: str
+    twiml: str | None
+    status_callback: str | None
+    status_callback_method: str
+    status_callback_events: list[str]
+    timeout_s: int
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    # The TwiML document the call is currently executing and the URL it came from
+    # (None for inline Twiml); relative <Gather action> URLs resolve against it.
+    document: str | None = None
+    document_url: str | None = None
+    digits: list[str] = field(default_factory=list)
+    status_history: list[str] = field(default_factory=list)
+    callback_sequence: int = 0
+    last_response: WebhookDelivery | None = None
+    error_code: int | None = None
+
+
+class SandboxStore:
+    """Thread-safe record of everything the sandbox saw, plus fault injection.
+
+    Fault injection knobs (plain attributes, safe to assign from a test thread):
+
+    * ``reject_numbers``: E.164 number -> Twilio error code returned with HTTP 400 when a
+      message or call is created for it (e.g. ``{"+6281200000000": 21211}``).
+    * ``undeliverable_numbers``: E.164 number -> Twilio error code; the message is
+      accepted and "sent", then ends ``undelivered`` with that ``ErrorCode`` (e.g. 30003).
+    * ``queue_delay_s``: extra seconds each message waits in the queue before being sent;
+      a message whose ``ValidityPeriod`` is shorter ends ``failed`` with 30036, as on Twilio.
+    * :meth:`fail_next`: the next *n* API requests fail with a given HTTP status.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._messages: dict[str, SandboxMessage] = {}
+        self._calls: dict[str, SandboxCall] = {}
+        self._requests: list[RawRequest] = []
+        self._webhooks: list[WebhookDelivery] = []
+        self._failures: deque[tuple[int, int | None]] = deque()
+        self.reject_numbers: dict[str, int] = {}
+        self.undeliverable_numbers: dict[str, int] = {}
+        self.queue_delay_s: float = 0.0
+
+    # -- fault injection -------------------------------------------------------------
+
+    def fail_next(self, n: int, status: int = 500, code: int | None = None) -> None:
+        """Make the next ``n`` API requests fail with HTTP ``status`` and a Twilio error body.
+
+        Calls accumulate: ``fail_next(2)`` twice fails the next four requests.  ``code``
+        defaults to Twilio's code for the status (20500 for 500, 20429 for 429, ...).
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
+        with self._lock:
+            self._failures.extend([(status, code)] * n)
+
+    def take_injected_failure(self) -> tuple[int, int | None] | None:
+        """Consume one pending injected failure, if any: ``(status, code)``."""
+        with self._lock:
+            return self._failures.popleft() if self._failures else None
+
+    def rejection_for(self, number: str) -> int | None:
+        """Twilio error code configured to reject ``number`` at creation, if any."""
+        return self.reject_numbers.get(number)
+
+    def undeliverable_code_for(self, number: str) -> int | None:
+        """Twilio error code configured to make delivery to ``number`` fail, if any."""
+        return self.undeliverable_numbers.get(number)
+
+    # -- raw requests ----------------------------------------------------------------
+
+    def record_request(self, raw: RawRequest) -> RawRequest:
+        """Append a received API request; the caller sets ``response_status`` later."""
+        with self._changed:
+            self._requests.append(raw)
+            self._changed.notify_all()
+        return raw
+
+    def set_response_status(self, raw: RawRequest, status: int) -> None:
+        """Record the HTTP status the sandbox answered ``raw`` with."""
+        with self._changed:
+            raw.response_status = status
+            self._changed.notify_all()
+
+    @property
+    def requests(self) -> list[RawRequest]:
+        """Every API request received so far, oldest first (copies)."""
+        with self._lock:
+            return copy.deepcopy(self._requests)
+
+    # -- messages --------------------------------------------------------------------
+
+    def add_message(self, message: SandboxMessage) -> SandboxMessage:
+        """Store a new message and return a copy of it."""
+        with self._changed:
+            message.status_history.append(message.status)
+            self._messages[message.sid] = message
+            self._changed.notify_all()
+            return copy.deepcopy(message)
+
+    def update_message(self, sid: str, **changes: Any) -> SandboxMessage | None:
+        """Apply field changes to a message (status changes are appended to its history)."""
+        with self._changed:
+            message = self._messages.get(sid)
+            if message is None:
+                return None
+            _apply(message, changes)
+            self._changed.notify_all()
+            return copy.deepcopy(message)
+
+    def message(self, sid: str) -> SandboxMessage | None:
+        """A copy of one message, or None."""
+        with self._lock:
+            found = self._messages.get(sid)
+            return copy.deepcopy(found) if found else None
+
+    @property
+    def messages(self) -> list[SandboxMessage]:
+        """All messages, oldest first (copies)."""
+        with self._lock:
+            return copy.deepcopy(list(self._messages.values()))
+
+    def twilio_number_for(self, phone: str) -> str | None:
+        """The sender of the most recent outbound message to ``phone`` (what a reply goes to)."""
+        with self._lock:
+            for message in reversed(list(self._messages.values())):
+                if message.to == phone and message.direction.startswith("outbound"):
+                    return message.from_
+            return None
+
+    # -- calls -----------------------------------------------------------------------
+
+    def add_call(self, call: SandboxCall) -> SandboxCall:
+        """Store a new call and return a copy of it."""
+        with self._changed:
+            call.status_history.append(call.status)
+            self._calls[call.sid] = call
+            self._changed.notify_all()
+            return copy.deepcopy(call)
+
+    def update_call(self, sid: str, **changes: Any) -> SandboxCall | None:
+        """Apply field changes to a call (status changes are appended to its history)."""
+        with self._changed:
+            call = self._calls.get(sid)
+            if call is None:
+                return None
+            _apply(call, changes)
+            self._changed.notify_all()
+            return copy.deepcopy(call)
+
+    def transition_call(self, sid: str, from_statuses: Iterable[str], **changes: Any) -> SandboxCall | None:
+        """Atomically apply ``changes`` only if the call is in one of ``from_statuses``.
+
+        Returns the updated copy, or None when the call is unknown or in another state;
+        this is what keeps the ring-out timer and a human's click from both ending a call.
+        """
+        with self._changed:
+            call = self._calls.get(sid)
+            if call is None or call.status not in set(from_statuses):
+                return None
+            _apply(call, changes)
+            self._changed.notify_all()
+            return copy.deepcopy(call)
+
+    def next_call_sequence(self, sid: str) -> int:
+        """Next ``SequenceNumber`` for the call's status callbacks (0, 1, 2, ...)."""
+        with self._lock:
+            call = self._calls[sid]
+            sequence = call.callback_sequence
+            call.callback_sequence += 1
+            return sequence
+
+    def call(self, sid: str) -> SandboxCall | None:
+        """A copy of one call, or None."""
+        with self._lock:
+            found = self._calls.get(sid)
+            return copy.deepcopy(found) if found else None
+
+    @property
+    def calls(self) -> list[SandboxCall]:
+        """All calls, oldest first (copies)."""
+        with self._lock:
+            return copy.deepcopy(list(self._calls.values()))
+
+    # -- webhooks --------------------------------------------------------------------
+
+    def record_webhook(self, delivery: WebhookDelivery) -> None:
+        """Remember one request made to the application."""
+        with self._changed:
+            self._webhooks.append(copy.deepcopy(delivery))
+            self._changed.notify_all()
+
+    @property
+    def webhooks(self) -> list[WebhookDelivery]:
+        """Every request made to the application, oldest first (copies)."""
+        with self._lock:
+            return copy.deepcopy(self._webhooks)
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[SandboxStore], bool], timeout_s: float = 5.0) -> bool:
+        """Block until ``predicate(store)`` is true or ``timeout_s`` passes; return the outcome."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+
+def _apply(record: SandboxMessage | SandboxCall, changes: dict[str, Any]) -> None:
+    names = {f.name for f in dataclasses.fields(record)}
+    unknown = set(changes) - names
+    if unknown:
+        raise AttributeError(f"unknown fields: {sorted(unknown)}")
+    if "status" in changes and changes["status"] != record.status:
+        record.status_history.append(changes["status"])
+    for name, value in changes.items():
+        setattr(record, name, value)
+    record.updated_at = utcnow()

@@ -1,0 +1,265 @@
+"""The responder loop under failure: crashes, Twilio errors, and several workers at once.
+
+These tests run ``dispatch serve`` as real processes where a crash or a second
+worker matters, against a standalone Twilio-compatible server in the test
+process that counts every request the real twilio SDK makes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from devices.gateway import BrokerAddress, MqttGateway
+from dispatch.models import EscalationStep, Incident, Notification
+from dispatch.service import DispatchService
+from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
+from tests.conftest import count, eventually, free_port
+from tests.responder_helpers import (
+    UNIT_PHONES,
+    calls_to,
+    fast_escalation,
+    kinds,
+    notifications,
+    sandbox,
+    texts_to,
+)
+from tests.service_process import ServiceProcess
+
+Start = Callable[..., DispatchService]
+POL01, POL02 = UNIT_PHONES["POL-01"], UNIT_PHONES["POL-02"]
+ACCOUNT_SID = "AC" + "1" * 32
+
+
+class TwilioServer:
+    """A standalone Twilio-compatible server the service processes talk to through the SDK."""
+
+    def __init__(self, webhook_base: str) -> None:
+        self.token = secrets.token_hex(16)
+        self.store = SandboxStore()
+        self._thread, self._server = run_sandbox_server(
+            "127.0.0.1", 0, self.store, ACCOUNT_SID, self.token, webhook_base, callback_delay_s=0.05
+        )
+        self.api_base = sandbox_api_base(self._server)
+
+    def stop(self) -> None:
+        stop_sandbox_server(self._thread, self._server)
+
+
+@pytest.fixture
+def processes(
+    broker: dict[str, str], database_url: str, tmp_path: Path
+) -> Iterator[Callable[..., tuple[list[ServiceProcess], TwilioServer]]]:
+    """Start N ``dispatch serve`` processes sharing one database, one broker and one Twilio server."""
+    started: list[ServiceProcess] = []
+    servers: list[TwilioServer] = []
+    client_ids: list[str] = []
+
+    def start(n: int, escalation: dict[str, Any]) -> tuple[list[ServiceProcess], TwilioServer]:
+        ports = [free_port() for _ in range(n)]
+        # Twilio calls one public URL (a load balancer in production); the first worker here.
+        twilio = TwilioServer(f"http://127.0.0.1:{ports[0]}")
+        servers.append(twilio)
+        overlay = tmp_path / "overlay.yaml"
+        overlay.write_text(yaml.safe_dump({"escalation": escalation, "twilio": {"retry_backoff_s": 0.1}}))
+        for index, port in enumerate(ports):
+            client_id = f"worker-{index}-{uuid.uuid4().hex[:6]}"
+            client_ids.append(client_id)
+            process = ServiceProcess(
+                {
+                    "DISPATCH_DATABASE_URL": database_url,
+                    "DISPATCH_MQTT_URL": broker["url"],
+                    "DISPATCH_CONFIG": str(overlay),
+                    "DISPATCH_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}",
+                    "DISPATCH_SECRET_KEY": "test-secret-shared-by-workers",
+                    "DISPATCH__MQTT__CLIENT_ID": client_id,
+                    "DISPATCH__DATA_DIR": str(tmp_path / f"var-{index}"),
+                    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                    "TWILIO_AUTH_TOKEN": twilio.token,
+                    "TWILIO_API_BASE": twilio.api_base,
+                },
+                tmp_path / f"worker-{index}.log",
+                port=port,
+            )
+            started.append(process.start())
+        for process in started[-n:]:
+            process.wait_for_line("mqtt subscribed")
+        return started[-n:], twilio
+
+    yield start
+    for process in started:
+        process.stop()
+    for server in servers:
+        server.stop()
+    for client_id in client_ids:
+        MqttGateway(url=broker["url"], client_id=client_id, subscriptions=(), handler=print)._forget_session()
+
+
+def publish_presses(url: str, presses: list[tuple[str, str]]) -> None:
+    address = BrokerAddress.from_url(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"presser-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set("presser")
+    client.connect(address.host, address.port)
+    client.loop_start()
+    infos = [
+        client.publish(f"devices/{device}/press", json.dumps({"press_id": press_id}), qos=1)
+        for device, press_id in presses
+    ]
+    for info in infos:
+        info.wait_for_publish(30)
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.mark.slow
+def test_a_step_pending_during_a_sigkill_fires_exactly_once_after_restart(
+    processes: Callable[..., tuple[list[ServiceProcess], TwilioServer]],
+    roster: None,
+    sessions: sessionmaker[Session],
+    broker_url: str,
+) -> None:
+    policy = [
+        {"after_s": 0, "action": "notify_unit", "channels": ["sms"]},
+        {"after_s": 3, "action": "notify_unit", "channels": ["voice"]},
+    ]
+    [worker], twilio = processes(1, fast_escalation(policy))
+    publish_presses(broker_url, [("BTN-0001", "sigkill-1")])
+    eventually(lambda: texts_to(twilio.store, POL01), timeout=15)
+    worker.kill()
+    with sessions() as session:
+        [pending] = session.execute(select(EscalationStep).where(EscalationStep.state == "pending")).scalars()
+    assert pending.action == "notify_unit"
+    time.sleep(4)  # the voice step comes due while nothing runs
+
+    worker.start().wait_for_line("mqtt subscribed")
+    eventually(lambda: calls_to(twilio.store, POL01), timeout=15)
+    time.sleep(2)
+    assert len(calls_to(twilio.store, POL01)) == 1
+    assert len(texts_to(twilio.store, POL01)) == 1
+    [incident_id] = [i.id for i in _incidents(sessions)]
+    assert kinds(sessions, incident_id).count("step_notify_unit") == 2
+
+
+def test_twilio_failing_three_times_with_500_still_sends_the_sms_once(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    service = start_service(
+        escalation=fast_escalation([{"after_s": 0, "action": "notify_unit"}]), twilio={"retry_backoff_s": 0.1}
+    )
+    store = sandbox(service)
+    store.fail_next(3, 500)
+    publish_presses(broker_url, [("BTN-0001", "flaky-1")])
+    eventually(lambda: texts_to(store, POL01), timeout=15)
+    time.sleep(1)
+    assert len(texts_to(store, POL01)) == 1
+    posts = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "POST"]
+    assert [r.response_status for r in posts] == [500, 500, 500, 201]
+    [row] = notifications(sessions)
+    assert (row.attempts, row.provider_sid is not None) == (4, True)
+
+
+def test_a_permanent_twilio_error_moves_the_escalation_on_at_once(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    service = start_service(
+        escalation=fast_escalation(
+            [
+                {"after_s": 0, "action": "notify_unit", "channels": ["sms"]},
+                {"after_s": 60, "action": "next_unit", "channels": ["sms"]},
+            ]
+        )
+    )
+    store = sandbox(service)
+    store.reject_numbers[POL01] = 21211  # invalid number
+    publish_presses(broker_url, [("BTN-0001", "badnumber-1")])
+    eventually(lambda: texts_to(store, POL02), timeout=10)  # not 60 s later
+    first = notifications(sessions)[0]
+    assert (first.recipient_id, first.state, first.error_code) == ("POL-01", "failed", 21211)
+    assert first.attempts == 1  # permanent: never retried
+
+
+@pytest.mark.slow
+def test_two_workers_and_200_incidents_send_every_notification_exactly_once(
+    processes: Callable[..., tuple[list[ServiceProcess], TwilioServer]],
+    roster: None,
+    sessions: sessionmaker[Session],
+    broker_url: str,
+) -> None:
+    policy = [
+        {"after_s": 0, "action": "notify_unit", "channels": ["sms"]},
+        {"after_s": 1, "action": "supervisor", "channels": ["sms"]},
+    ]
+    workers, twilio = processes(2, fast_escalation(policy))
+    devices = [f"BTN-{n:04d}" for n in range(1, 13)]
+    # No shared subscription: both workers receive every press, the worst case for duplicates.
+    publish_presses(broker_url, [(devices[i % 12], f"load-{i}") for i in range(200)])
+
+    def sent() -> list[Any]:
+        return [m for m in twilio.store.messages if m.direction == "outbound-api"]
+
+    eventually(lambda: len(sent()) >= 400, timeout=240, interval=0.5)
+    time.sleep(3)  # anything sent twice would show up now
+    messages = sent()
+    assert count(sessions, Incident) == 200
+    assert len(messages) == 400
+    with sessions() as session:
+        rows = session.execute(select(Notification)).scalars().all()
+    assert len(rows) == 400
+    assert sorted(m.sid for m in messages) == sorted(r.provider_sid or "" for r in rows)
+    assert len({m.body for m in messages}) == 400  # every body carries its own link token
+    assert all(w.count_lines("sms ") > 0 for w in workers), "both workers should have sent some"
+
+
+def _incidents(sessions: sessionmaker[Session]) -> list[Incident]:
+    with sessions() as session:
+        return list(session.execute(select(Incident)).scalars())
+
+
+def test_a_send_interrupted_by_a_crash_is_marked_unknown_and_never_resent(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    from datetime import timedelta
+
+    from foundation.clock import utcnow
+    from foundation.db import transaction
+
+    service = start_service(escalation=fast_escalation([{"after_s": 0, "action": "notify_unit"}]))
+    publish_presses(broker_url, [("BTN-0001", "interrupted-1")])
+    eventually(lambda: texts_to(sandbox(service), POL01))
+    with transaction(sessions) as session:  # as if a sender died right after claiming a second row
+        sent = session.execute(select(Notification)).scalar_one()
+        ghost = Notification(
+            idempotency_key="crashed-mid-send",
+            incident_id=sent.incident_id,
+            assignment_id=sent.assignment_id,
+            recipient_kind="unit",
+            recipient_id="POL-02",
+            to_number=POL02,
+            channel="sms",
+            body="x",
+            state="sending",
+            attempts=1,
+            claimed_at=utcnow() - timedelta(minutes=5),
+        )
+        session.add(ghost)
+    service.audit()
+    with sessions() as session:
+        row = session.execute(
+            select(Notification).where(Notification.idempotency_key == "crashed-mid-send")
+        ).scalar_one()
+    assert row.state == "unknown"
+    time.sleep(1.5)
+    assert texts_to(sandbox(service), POL02) == []
+    assert "notification_unknown" in kinds(sessions, sent.incident_id)
