@@ -6,7 +6,10 @@ Exactly-once rules:
   ``unknown`` and the escalation's next step carries on (a missed page is covered
   by the next step; a doubled page never happens).
 - 429, 5xx and timeouts are retried with exponential backoff up to
-  ``twilio.send_attempts``; permanent errors (21211, 21610, 21614, other 4xx) are
+  ``twilio.send_attempts``. When the failed request may have reached Twilio (a read
+  timeout, a connection dropped mid-answer), the row is marked ``outcome_unknown`` and
+  the retry first asks Twilio whether the message or call exists; only if it does not
+  is it sent again. Permanent errors (21211, 21610, 21614, other 4xx) are
   recorded and bring the assignment's next step forward to now.
 """
 
@@ -28,7 +31,7 @@ from foundation.db import transaction
 from foundation.logsafe import mask_phone, mask_phones_in
 from foundation.settings import Settings
 from responders.channels import Channels
-from responders.twilio_client import classify_twilio_error
+from responders.twilio_client import classify_twilio_error, request_may_have_arrived
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,16 @@ class Outbox:
 
     def _send(self, row: Notification) -> SendResult:
         base = self._public_base()
+        if row.outcome_unknown:
+            try:
+                found = self._find_earlier_attempt(row)
+            except Exception as exc:
+                return self._failed(row, exc, lookup=True)
+            if found is not None:
+                log.warning(
+                    "%s %s: the timed-out attempt had reached Twilio as %s; not resent", row.channel, row.id, found
+                )
+                return self._record_sent(row, found, recovered=True)
         try:
             if row.channel == "voice":
                 sid = self._channels.place_call(row.to_number, row.body, status_callback=f"{base}/twilio/voice/status")
@@ -143,12 +156,37 @@ class Outbox:
                 sid = self._channels.send_sms(row.to_number, row.body, status_callback=f"{base}/twilio/sms/status")
         except Exception as exc:
             return self._failed(row, exc)
+        return self._record_sent(row, sid)
+
+    def _find_earlier_attempt(self, row: Notification) -> str | None:
+        """What an earlier, unanswered attempt created at Twilio, if anything."""
+        if row.channel != "voice":
+            return self._channels.find_sms(row.to_number, row.body, since=row.created_at)
+        with self._sessions() as session:
+            owned = session.execute(
+                select(Notification.provider_sid).where(
+                    Notification.to_number == row.to_number,
+                    Notification.channel == "voice",
+                    Notification.provider_sid.is_not(None),
+                )
+            ).scalars()
+            exclude = {sid for sid in owned if sid}
+        return self._channels.find_call(row.to_number, since=row.created_at, exclude=exclude)
+
+    def _record_sent(self, row: Notification, sid: str, *, recovered: bool = False) -> SendResult:
         now = self._clock()
         with transaction(self._sessions) as session:
             session.execute(
                 update(Notification)
                 .where(Notification.id == row.id, Notification.state == "sending")
-                .values(state="queued", provider_sid=sid, sent_at=now, updated_at=now, last_error=None)
+                .values(
+                    state="queued",
+                    provider_sid=sid,
+                    sent_at=now,
+                    updated_at=now,
+                    last_error=None,
+                    outcome_unknown=False,
+                )
             )
             timeline.record(
                 session,
@@ -163,17 +201,22 @@ class Outbox:
                 sid=sid,
                 attempt=row.attempts,
                 alert_code=row.alert_code,
+                found_after_timeout=recovered,
             )
         return SendResult(row.id, "sent", sid)
 
-    def _failed(self, row: Notification, exc: Exception) -> SendResult:
+    def _failed(self, row: Notification, exc: Exception, *, lookup: bool = False) -> SendResult:
+        """Record a failed attempt; ``lookup`` when it was the check for an earlier attempt that failed."""
         kind, code = classify_twilio_error(exc)
-        detail = mask_phones_in(f"{type(exc).__name__}: {exc}")[:500]
+        detail = mask_phones_in(f"{'lookup ' if lookup else ''}{type(exc).__name__}: {exc}")[:500]
         now = self._clock()
         retry = kind == "transient" and row.attempts < self._settings.twilio.send_attempts
+        # A failed lookup learns nothing, so the earlier doubt stands.
+        unknown = row.outcome_unknown if lookup else request_may_have_arrived(exc)
         with transaction(self._sessions) as session:
             current = session.get_one(Notification, row.id)
             current.last_error, current.error_code, current.updated_at = detail, code, now
+            current.outcome_unknown = unknown
             if retry:
                 delay = self._settings.twilio.retry_backoff_s * 2 ** (row.attempts - 1)
                 current.state = "pending"
@@ -191,6 +234,7 @@ class Outbox:
                     error_kind=kind,
                     error_code=code,
                     attempts=row.attempts,
+                    outcome_unknown=unknown,
                     error=detail,
                 )
                 if row.assignment_id is not None:

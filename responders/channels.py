@@ -7,6 +7,8 @@ else. Retries and state live in the dispatch outbox, not here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from twilio.rest import Client
@@ -15,6 +17,10 @@ from foundation.logsafe import mask_phone
 
 log = logging.getLogger(__name__)
 
+# Twilio's clock and ours may disagree; look this far before the moment we wrote the row.
+_CLOCK_SKEW = timedelta(minutes=2)
+_LOOKUP_LIMIT = 50
+
 
 class Channels(Protocol):
     """What the outbox needs from a phone provider."""
@@ -22,6 +28,10 @@ class Channels(Protocol):
     def send_sms(self, to: str, body: str, *, status_callback: str) -> str: ...
 
     def place_call(self, to: str, twiml: str, *, status_callback: str) -> str: ...
+
+    def find_sms(self, to: str, body: str, *, since: datetime) -> str | None: ...
+
+    def find_call(self, to: str, *, since: datetime, exclude: Collection[str]) -> str | None: ...
 
 
 class TwilioChannels:
@@ -57,3 +67,29 @@ class TwilioChannels:
         )
         log.info("call %s placed to %s", call.sid, mask_phone(to))
         return str(call.sid)
+
+    def find_sms(self, to: str, body: str, *, since: datetime) -> str | None:
+        """The SID of an SMS we already created with this exact text, or None.
+
+        Used after a send whose answer never came back. Each alert's text carries a
+        per-recipient code and a signed link, so the body identifies the notification.
+        """
+        earliest = since - _CLOCK_SKEW
+        for message in self._client.messages.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
+            created = message.date_created
+            if message.body == body and (created is None or created >= earliest):
+                return str(message.sid)
+        return None
+
+    def find_call(self, to: str, *, since: datetime, exclude: Collection[str]) -> str | None:
+        """The SID of a call placed to ``to`` since ``since`` that no other notification owns, or None.
+
+        Twilio does not return a call's TwiML, so a call is known by number and time;
+        ``exclude`` holds the SIDs already recorded for other notifications.
+        """
+        earliest = since - _CLOCK_SKEW
+        for call in self._client.calls.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
+            created = call.date_created
+            if call.sid not in exclude and (created is None or created >= earliest):
+                return str(call.sid)
+        return None

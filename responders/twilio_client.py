@@ -26,6 +26,7 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 _log = logging.getLogger(__name__)
 
@@ -177,3 +178,21 @@ def classify_twilio_error(exc: Exception) -> tuple[ErrorClass, int | None]:
     if isinstance(exc, ConnectionError | TimeoutError):
         return "transient", None
     return "permanent", None
+
+
+def request_may_have_arrived(exc: Exception) -> bool:
+    """True when a failed API call may still have created the message or call at Twilio.
+
+    An error answer from Twilio means nothing was created, and a connection that was
+    never opened carried no request.  Any other transport failure (a read timeout, a
+    connection dropped after the request went out) leaves the outcome unknown: the
+    caller must look before it sends again, or one page becomes two.
+    """
+    if isinstance(exc, TwilioRestException | TwilioServiceException):
+        return False
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return not isinstance(reason, NewConnectionError | ConnectTimeoutError)
+    return isinstance(exc, requests.RequestException | ConnectionError | TimeoutError)

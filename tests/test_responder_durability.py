@@ -170,6 +170,64 @@ def test_twilio_failing_three_times_with_500_still_sends_the_sms_once(
     assert (row.attempts, row.provider_sid is not None) == (4, True)
 
 
+def impatient_service(start_service: Start, channel: str) -> SandboxStore:
+    """A service that pages on ``channel`` at once and gives Twilio 0.5 s to answer."""
+    service = start_service(
+        escalation=fast_escalation([{"after_s": 0, "action": "notify_unit", "channels": [channel]}]),
+        twilio={"timeout_s": 0.5, "retry_backoff_s": 0.1},
+    )
+    return sandbox(service)
+
+
+def wait_until_sent(sessions: sessionmaker[Session]) -> None:
+    eventually(lambda: [n for n in notifications(sessions) if n.provider_sid], timeout=15)
+    time.sleep(1)  # room for a wrong second send to show up
+
+
+def test_an_sms_that_reached_twilio_but_timed_out_is_found_not_sent_again(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    store = impatient_service(start_service, "sms")
+    store.stall_next(1, 1.5)  # Twilio creates the message, but answers after our timeout
+    publish_presses(broker_url, [("BTN-0001", "slow-1")])
+    wait_until_sent(sessions)
+    [text] = store.messages
+    [row] = notifications(sessions)
+    assert (row.attempts, row.provider_sid, row.outcome_unknown) == (2, text.sid, False)
+    posts = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "POST"]
+    lookups = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "GET"]
+    assert (len(posts), len(lookups)) == (1, 1)
+    assert "sms_sent" in kinds(sessions, row.incident_id)
+
+
+def test_a_call_that_reached_twilio_but_timed_out_is_found_not_placed_again(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    store = impatient_service(start_service, "voice")
+    store.stall_next(1, 1.5)
+    publish_presses(broker_url, [("BTN-0001", "slow-call-1")])
+    wait_until_sent(sessions)
+    [call] = calls_to(store, POL01)
+    [row] = notifications(sessions)
+    assert (row.channel, row.attempts, row.provider_sid) == ("voice", 2, call.sid)
+
+
+def test_an_sms_that_timed_out_before_twilio_created_it_is_sent_after_the_lookup(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    store = impatient_service(start_service, "sms")
+    # The first answer is a 500 that arrives late: nothing was created, but we cannot know that.
+    store.fail_next(1, 500)
+    store.stall_next(1, 1.5)
+    publish_presses(broker_url, [("BTN-0001", "slow-fail-1")])
+    wait_until_sent(sessions)
+    assert len(texts_to(store, POL01)) == 1
+    methods = [r.method for r in store.requests if r.path.endswith("/Messages.json")]
+    assert methods == ["POST", "GET", "POST"]
+    [row] = notifications(sessions)
+    assert row.attempts == 2
+
+
 def test_a_permanent_twilio_error_moves_the_escalation_on_at_once(
     start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
 ) -> None:

@@ -29,7 +29,9 @@ from responders.twilio_client import (
     RebasingTwilioHttpClient,
     classify_twilio_error,
     make_twilio_client,
+    request_may_have_arrived,
 )
+from tests.conftest import free_port
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "sandbox-auth-token"
@@ -603,3 +605,49 @@ def test_unexpected_exceptions_are_permanent_so_bugs_are_not_retried() -> None:
     assert classify_twilio_error(ValueError("bad config")) == ("permanent", None)
     assert classify_twilio_error(requests.exceptions.InvalidURL("nope")) == ("permanent", None)
     assert classify_twilio_error(requests.exceptions.ReadTimeout()) == ("transient", None)
+
+
+# -- when is a failed request's outcome unknown ------------------------------------------
+
+
+def _exception_of(action: Callable[[], object]) -> Exception:
+    try:
+        action()
+    except Exception as exc:
+        return exc
+    raise AssertionError("the request did not fail")
+
+
+def test_a_read_timeout_leaves_the_outcome_unknown_and_the_message_is_listed(sandbox: Sandbox) -> None:
+    impatient = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, sandbox.base, timeout_s=0.3)
+    sandbox.store.stall_next(1, 1.0)
+
+    error = _exception_of(lambda: impatient.messages.create(to=RESPONDER, from_=TWILIO_NUMBER, body="DARURAT 1"))
+
+    assert isinstance(error, requests.Timeout)
+    assert request_may_have_arrived(error)
+    [listed] = sandbox.client.messages.list(to=RESPONDER, from_=TWILIO_NUMBER, limit=20)
+    assert listed.body == "DARURAT 1" and listed.sid == sandbox.store.messages[0].sid
+
+
+def test_a_refused_connection_or_an_error_answer_means_nothing_was_created(sandbox: Sandbox) -> None:
+    nobody_listening = make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    refused = _exception_of(lambda: nobody_listening.messages.create(to=RESPONDER, from_=TWILIO_NUMBER, body="x"))
+    sandbox.store.fail_next(1, 503)
+    answered = _exception_of(lambda: sandbox.client.messages.create(to=RESPONDER, from_=TWILIO_NUMBER, body="x"))
+
+    assert isinstance(refused, requests.ConnectionError) and not request_may_have_arrived(refused)
+    assert isinstance(answered, TwilioRestException) and not request_may_have_arrived(answered)
+
+
+def test_listing_filters_by_number_newest_first(sandbox: Sandbox, receiver: Receiver) -> None:
+    first = _send_alert(sandbox, receiver)
+    _send_alert(sandbox, receiver, to="+628110000999")
+    second = _send_alert(sandbox, receiver)
+    call = sandbox.client.calls.create(to=RESPONDER, from_=TWILIO_NUMBER, twiml="<Response><Say>x</Say></Response>")
+
+    listed = sandbox.client.messages.list(to=RESPONDER, limit=20)
+
+    assert [m.sid for m in listed] == [second, first]
+    assert [c.sid for c in sandbox.client.calls.list(to=RESPONDER, from_=TWILIO_NUMBER)] == [call.sid]
+    assert sandbox.client.calls.list(to="+628110000999") == []

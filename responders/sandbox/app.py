@@ -4,7 +4,8 @@ What it imitates, and why it matters for the application under test:
 
 * ``POST /2010-04-01/Accounts/<sid>/Messages.json`` and ``.../Calls.json`` take the same
   form fields, HTTP Basic auth and error bodies as Twilio, so the real SDK parses them
-  and raises the same ``TwilioRestException`` s.
+  and raises the same ``TwilioRestException`` s.  ``GET`` on the same two lists filters
+  by ``To`` and ``From``, newest first, one page.
 * Status callbacks, incoming SMS and ``<Gather>`` results reach the application as
   form POSTs signed with ``X-Twilio-Signature`` over the exact URL posted, so the
   application's signature check runs unchanged in the demo.
@@ -205,6 +206,9 @@ class _Sandbox:
         )
         response = self._api_response(path_account_sid, handler)
         self.store.set_response_status(raw, response.status_code)
+        stall = self.store.take_stall()
+        if stall:
+            self.stop_event.wait(stall)
         return response
 
     def _api_response(self, path_account_sid: str, handler: Callable[[], Response]) -> Response:
@@ -300,6 +304,36 @@ class _Sandbox:
         response = jsonify(self.message_json(message))
         response.status_code = 201
         return response
+
+    def list_messages(self) -> Response:
+        """``messages.list(to=, from_=)``: newest first, one page (enough for a sandbox)."""
+        matching = [m for m in self.store.messages if m.account_sid == self.account_sid and self._listed(m.to, m.from_)]
+        return self._page("messages", [self.message_json(m) for m in reversed(matching)])
+
+    def _listed(self, to: str, from_: str) -> bool:
+        wanted_to, wanted_from = request.args.get("To"), request.args.get("From")
+        return (not wanted_to or to == wanted_to) and (not wanted_from or from_ == wanted_from)
+
+    def _page(self, key: str, items: list[dict[str, Any]]) -> Response:
+        try:
+            size = max(1, min(int(request.args.get("PageSize", "50")), 1000))
+        except ValueError:
+            return _twilio_error(400, 20001, "PageSize must be an integer")
+        shown = items[:size]
+        uri = request.full_path.rstrip("?")
+        return jsonify(
+            {
+                key: shown,
+                "uri": uri,
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "start": 0,
+                "end": max(len(shown) - 1, 0),
+            }
+        )
 
     def fetch_message(self, sid: str) -> Response:
         message = self.store.message(sid)
@@ -473,6 +507,11 @@ class _Sandbox:
         response = jsonify(self.call_json(call))
         response.status_code = 201
         return response
+
+    def list_calls(self) -> Response:
+        """``calls.list(to=, from_=)``: newest first, one page."""
+        matching = [c for c in self.store.calls if c.account_sid == self.account_sid and self._listed(c.to, c.from_)]
+        return self._page("calls", [self.call_json(c) for c in reversed(matching)])
 
     def fetch_call(self, sid: str) -> Response:
         call = self.store.call(sid)
@@ -960,6 +999,10 @@ def create_sandbox_blueprint(
     def create_message(account: str) -> Response:
         return sandbox.api(account, sandbox.create_message)
 
+    @bp.get(f"{accounts}/Messages.json")
+    def list_messages(account: str) -> Response:
+        return sandbox.api(account, sandbox.list_messages)
+
     @bp.get(f"{accounts}/Messages/<sid>.json")
     def fetch_message(account: str, sid: str) -> Response:
         return sandbox.api(account, lambda: sandbox.fetch_message(sid))
@@ -967,6 +1010,10 @@ def create_sandbox_blueprint(
     @bp.post(f"{accounts}/Calls.json")
     def create_call(account: str) -> Response:
         return sandbox.api(account, sandbox.create_call)
+
+    @bp.get(f"{accounts}/Calls.json")
+    def list_calls(account: str) -> Response:
+        return sandbox.api(account, sandbox.list_calls)
 
     @bp.get(f"{accounts}/Calls/<sid>.json")
     def fetch_call(account: str, sid: str) -> Response:

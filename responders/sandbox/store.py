@@ -144,6 +144,7 @@ class SandboxStore:
         self._requests: list[RawRequest] = []
         self._webhooks: list[WebhookDelivery] = []
         self._failures: deque[tuple[int, int | None]] = deque()
+        self._stalls: deque[float] = deque()
         self.reject_numbers: dict[str, int] = {}
         self.undeliverable_numbers: dict[str, int] = {}
         self.queue_delay_s: float = 0.0
@@ -167,6 +168,22 @@ class SandboxStore:
         """Consume one pending injected failure, if any: ``(status, code)``."""
         with self._lock:
             return self._failures.popleft() if self._failures else None
+
+    def stall_next(self, n: int, seconds: float) -> None:
+        """Carry out the next ``n`` API requests but answer each only after ``seconds``.
+
+        A client whose timeout is shorter sees a read timeout for a request that did
+        take effect: the case where a careless retry sends a page twice.
+        """
+        if n < 0 or seconds < 0:
+            raise ValueError("n and seconds must be >= 0")
+        with self._lock:
+            self._stalls.extend([seconds] * n)
+
+    def take_stall(self) -> float:
+        """Consume one pending stall, if any: the seconds to wait before answering (else 0)."""
+        with self._lock:
+            return self._stalls.popleft() if self._stalls else 0.0
 
     def rejection_for(self, number: str) -> int | None:
         """Twilio error code configured to reject ``number`` at creation, if any."""
