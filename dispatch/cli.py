@@ -251,6 +251,8 @@ def users_add(
         user.name, user.role, user.language, user.active = name or user.name or username, role, language, True
         if password:
             user.password_hash = hash_password(password)
+            # A new password is also how an admin lets a blocked user back in at once.
+            user.failed_logins, user.login_blocked_until = 0, None
         session.add(user)
     click.echo(f"user {username}: {role}")
 

@@ -279,6 +279,9 @@ class User(Base):
     language: Mapped[str] = mapped_column(String(2), default="id")
     password_hash: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
+    # Wrong console passwords in a row, and until when the username is refused (auth.login_block).
+    failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
+    login_blocked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

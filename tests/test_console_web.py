@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,9 +14,10 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dispatch.auth import hash_password
+from dispatch.auth import FREE_LOGIN_FAILURES, hash_password, login_block
 from dispatch.models import Incident, User
 from dispatch.service import DispatchService
+from foundation.clock import utcnow
 from foundation.db import transaction
 from tests.conftest import eventually
 from tests.responder_helpers import UNIT_PHONES, fast_escalation, sandbox, texts_to
@@ -103,6 +105,35 @@ def test_a_failed_login_says_nothing_about_why(service: DispatchService, usernam
     assert response.status_code == 401
     assert "Nama pengguna atau kata sandi salah." in response.text
     assert browser.get("/console/").url.endswith("/console/login?next=/console/")
+
+
+def test_repeated_wrong_passwords_block_the_username_even_for_the_right_one(
+    service: DispatchService, sessions: sessionmaker[Session]
+) -> None:
+    guesser = Browser(service)
+    statuses = [guesser.login("budi", f"guess-{n}").status_code for n in range(FREE_LOGIN_FAILURES)]
+    assert statuses == [401] * FREE_LOGIN_FAILURES
+
+    budi = Browser(service)
+    refused = budi.login("budi")
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 30
+    assert "Terlalu banyak percobaan yang gagal" in refused.text
+    assert Browser(service).login("rina").status_code == 200  # other users are not affected
+
+    with transaction(sessions) as session:  # the block runs out
+        user = session.execute(select(User).where(User.username == "budi")).scalar_one()
+        user.login_blocked_until = utcnow() - timedelta(seconds=1)
+    assert budi.login("budi").status_code == 200
+    with sessions() as session:
+        user = session.execute(select(User).where(User.username == "budi")).scalar_one()
+        assert (user.failed_logins, user.login_blocked_until) == (0, None)
+
+
+def test_the_block_grows_with_each_failure_and_is_capped() -> None:
+    blocks = [login_block(n).total_seconds() for n in range(FREE_LOGIN_FAILURES + 8)]
+    assert blocks[:FREE_LOGIN_FAILURES] == [0] * FREE_LOGIN_FAILURES
+    assert blocks[FREE_LOGIN_FAILURES : FREE_LOGIN_FAILURES + 3] == [30, 60, 120]
+    assert max(blocks) == login_block(10_000).total_seconds() == 15 * 60
 
 
 def test_a_login_never_redirects_to_another_site(service: DispatchService) -> None:

@@ -9,6 +9,7 @@ transaction with the incident row locked, exactly as the HTTP API does.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from dispatch import actions, status
-from dispatch.auth import check_password, hash_password
+from dispatch.auth import attempt_login, hash_password
 from dispatch.calls import CallRecord
 from dispatch.console import i18n, queries, stats
 from dispatch.console.live import ChangeWatch
@@ -52,6 +53,7 @@ from dispatch.console.security import (
 from dispatch.models import ROLES, ApiToken, Incident, User
 from dispatch.web import api_models as m
 from dispatch.web.context import WebContext
+from foundation.clock import utcnow
 from foundation.db import transaction
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
@@ -209,13 +211,16 @@ def login_post() -> Any:
     password = request.form.get("password", "")
     context = _context()
     with context.sessions() as db, db.begin():
-        user = db.execute(select(User).where(User.username == username)).scalar_one_or_none()
-        ok = user is not None and user.active and check_password(user, password)
-        if ok and user is not None:
-            log_in(user)
-    if not ok:
-        flash(_t("login.failed"), "error")
-        return render_template("console/login.html", next=safe_next(request.form.get("next")), username=username), 401
+        attempt = attempt_login(db, username, password, utcnow())
+        if attempt.user is not None:
+            log_in(attempt.user)
+    if attempt.user is None:
+        seconds = math.ceil(attempt.retry_after.total_seconds())
+        flash(_t("login.blocked", seconds=seconds) if seconds else _t("login.failed"), "error")
+        page = render_template("console/login.html", next=safe_next(request.form.get("next")), username=username)
+        if seconds:
+            return page, 429, {"Retry-After": str(seconds)}
+        return page, 401
     return redirect(safe_next(request.form.get("next")) or url_for(".board"), 303)
 
 
