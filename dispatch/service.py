@@ -11,6 +11,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -188,8 +189,11 @@ class DispatchService:
             )
             blueprints.append((blueprint, SANDBOX_PREFIX))
             log.warning("no TWILIO_ACCOUNT_SID: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
-        client = make_twilio_client(account_sid, token, api_base, timeout_s=twilio.timeout_s)
-        channels = TwilioChannels(client, twilio.from_number, sms_validity_s=twilio.sms_validity_s)
+        channels = TwilioChannels(
+            partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
+            twilio.from_number,
+            sms_validity_s=twilio.sms_validity_s,
+        )
         return channels, token, blueprints
 
     def _serve_web(self) -> None:

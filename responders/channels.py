@@ -7,7 +7,8 @@ else. Retries and state live in the dispatch outbox, not here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -37,10 +38,21 @@ class Channels(Protocol):
 class TwilioChannels:
     """SMS and voice through one Twilio (or Twilio-compatible) account."""
 
-    def __init__(self, client: Client, from_number: str, *, sms_validity_s: int) -> None:
-        self._client = client
+    def __init__(self, make_client: Callable[[], Client], from_number: str, *, sms_validity_s: int) -> None:
+        self._make_client = make_client
+        self._local = threading.local()
+        self._local.client = make_client()  # a configuration error shows at start, not at the first page
         self._from = from_number
         self._validity_s = sms_validity_s
+
+    @property
+    def _client(self) -> Client:
+        # One SDK client (and requests.Session) per sending thread: a Session is not
+        # documented as thread-safe, and the SDK keeps the last request on its client.
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._make_client()
+        return client
 
     def send_sms(self, to: str, body: str, *, status_callback: str) -> str:
         """Send one SMS; returns Twilio's message SID (raises the SDK's exceptions)."""
