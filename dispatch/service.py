@@ -31,6 +31,7 @@ from dispatch.geocoding import make_geocoder
 from dispatch.inbound import SUBSCRIPTIONS, InboundRouter
 from dispatch.metrics import Metrics
 from dispatch.outbox import Outbox
+from dispatch.retention import Purged, RetentionPolicy, purge_inbound
 from dispatch.web import WebContext, create_app
 from foundation.clock import utcnow
 from foundation.db import make_engine, make_session_factory, transaction
@@ -163,6 +164,9 @@ class DispatchService:
             id="device-health",
             next_run_time=utcnow(),
         )
+        self.scheduler.add_job(
+            self.purge_old_messages, "interval", seconds=settings.retention.run_every_s, id="retention"
+        )
         self.scheduler.start()
 
     def _phone_provider(self) -> tuple[TwilioChannels, str, list[tuple[Blueprint, str]]]:
@@ -258,6 +262,17 @@ class DispatchService:
         except Exception:
             log.exception("device-health check failed; will retry at the next tick")
             return []
+
+    def purge_old_messages(self) -> Purged:
+        """Retention job: drop expired routine rows and dead letters from the inbound log."""
+        retention = self.settings.retention
+        try:
+            return purge_inbound(
+                self.sessions, utcnow(), RetentionPolicy(retention.routine_days, retention.dead_letter_days)
+            )
+        except Exception:
+            log.exception("retention job failed; will retry at its next run")
+            return Purged(0, 0)
 
     def stop(self, *, forget_mqtt_session: bool = False) -> None:
         """Stop the clock (finishing running jobs), then MQTT, then the web server and the broker.

@@ -101,6 +101,14 @@ class DeviceSettings(_Section):
     health_check_every_s: float = Field(default=60, gt=0)
 
 
+class RetentionSettings(_Section):
+    # Inbound MQTT log rows not linked to an incident (heartbeats, GPS fixes, unit status).
+    routine_days: int = Field(default=14, ge=0)
+    # Dead letters not linked to an incident; 0 keeps them forever.
+    dead_letter_days: int = Field(default=90, ge=0)
+    run_every_s: float = Field(default=3600, gt=0)
+
+
 class TwilioSettings(_Section):
     """Twilio credentials come from the environment; no account SID means the built-in sandbox."""
 
@@ -191,6 +199,7 @@ class Settings(_Section):
     web: WebSettings = WebSettings()
     intake: IntakeSettings = IntakeSettings()
     devices: DeviceSettings = DeviceSettings()
+    retention: RetentionSettings = RetentionSettings()
     twilio: TwilioSettings = TwilioSettings()
     escalation: EscalationSettings = EscalationSettings()
     geocoding: GeocodingSettings = GeocodingSettings()
