@@ -20,6 +20,7 @@ from dispatch.models import AlertCode, Assignment, Incident, Notification
 from foundation.db import insert_for
 from responders import messages
 from responders.models import Unit
+from responders.replies import SLANG_UNDERSTOOD
 
 # A press whose GPS fix is this close to the button's registered place is described by its address.
 ADDRESS_RADIUS_M = 150.0
@@ -73,7 +74,9 @@ def alert_code(session: Session, phone: str, assignment: Assignment) -> int:
     if existing is not None:
         return existing
     used = set(session.execute(select(AlertCode.code).where(AlertCode.phone == phone)).scalars())
-    code = next(n for n in range(1, len(used) + 2) if n not in used)
+    # 86 is never a code: "SIAP 86" is police slang for "understood" (responders.replies).
+    taken = used | {int(SLANG_UNDERSTOOD)}
+    code = next(n for n in range(1, len(taken) + 2) if n not in taken)
     session.add(AlertCode(phone=phone, code=code, assignment_id=assignment.id, incident_id=assignment.incident_id))
     session.flush()
     return code

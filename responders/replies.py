@@ -36,9 +36,9 @@ Decisions worth knowing:
   every spelling is matched in its squeezed form.
 * Besides the agreed spellings, accept also knows ``IYA`` and ``OKAY`` and decline
   ``TDK``: very common in Indonesian and English texting, and unambiguous.
-* Known hazard, not handled here: police slang "SIAP 86" means "understood" and parses
-  as accept of alert 86.  The caller must check the code belongs to an alert sent to
-  this responder (the ``unknown_code`` reply), and code allocation may skip 86.
+* Police radio slang "86" means "understood": after an accept verb it is a word, not a
+  code, so "SIAP 86" is a bare accept and "SIAP 86, 12" accepts alert 12.  Alert codes
+  are never allocated as 86 (``dispatch.alerts``), so this costs nothing.
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ _UNITS: Final = frozenset(_squeeze(w) for w in QUANTITY_UNITS)
 # something else ("terima" = accept).
 _THANKS_PHRASES: Final = (("terima", "kasih"), ("thank", "you"))
 
+# "86": police radio slang for "understood" (SIAP 86), never an alert code.
+SLANG_UNDERSTOOD: Final = "86"
+
 # Letters (any script) or decimal digits (any script: int() reads them).  Everything else
 # - spaces, punctuation, emoji, quotes - only separates tokens.
 _TOKEN = re.compile(r"(?P<num>\d+)|(?P<word>[^\W\d_]+)")
@@ -221,6 +224,9 @@ def parse_reply(text: str) -> Reply | Unparsed:
     code_index: int | None = None
     while i < len(tokens):
         token = tokens[i]
+        if token.is_number and token.text == SLANG_UNDERSTOOD and verb == "accept":
+            i += 1
+            continue
         if token.is_number:
             if _is_quantity(tokens, i):
                 return Unparsed(f"'{token.text} {tokens[i + 1].text}' is a quantity, not a code")
