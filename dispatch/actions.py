@@ -20,18 +20,34 @@ from dispatch.outbox import advance_now
 from foundation.settings import Settings
 from responders.models import Unit
 
+# Why an action was refused, in English (the API's language); the console shows the same
+# reasons in the user's language from its own catalogue (``action.error.<reason>``).
+REFUSALS: dict[str, str] = {
+    "no_incident": "no incident {incident}",
+    "closed": "incident {incident} is already {state}",
+    "no_unit": "no active unit {unit!r}",
+    "wrong_service": "{unit} is a {unit_service} unit, not {service}",
+    "already_accepted": "{unit} already accepted the {service} assignment",
+    "nothing_to_escalate": "nothing to escalate: no pending step on an active assignment",
+}
+
 
 class ActionError(ValueError):
-    """The action does not apply to this incident (HTTP 409) or names something unknown (404)."""
+    """The action does not apply to this incident (HTTP 409) or names something unknown (404).
 
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
+    ``reason`` is a key of :data:`REFUSALS`; ``params`` fill in its text.
+    """
+
+    def __init__(self, reason: str, status: int = 409, **params: object) -> None:
+        super().__init__(REFUSALS[reason].format(**params))
+        self.reason = reason
+        self.params = params
         self.status = status
 
 
 def _open(incident: Incident) -> None:
     if incident.state in ("resolved", "cancelled"):
-        raise ActionError(f"incident {incident.id} is already {incident.state}")
+        raise ActionError("closed", incident=incident.id, state=incident.state)
 
 
 def assign_unit(
@@ -48,10 +64,10 @@ def assign_unit(
     _open(incident)
     unit = session.get(Unit, unit_id)
     if unit is None or not unit.active:
-        raise ActionError(f"no active unit {unit_id!r}", 404)
+        raise ActionError("no_unit", 404, unit=unit_id)
     service = service or unit.service
     if unit.service != service:
-        raise ActionError(f"{unit_id} is a {unit.service} unit, not {service}")
+        raise ActionError("wrong_service", unit=unit_id, unit_service=unit.service, service=service)
     assignment = session.execute(
         select(Assignment).where(Assignment.incident_id == incident.id, Assignment.service == service)
     ).scalar_one_or_none()
@@ -63,7 +79,7 @@ def assign_unit(
             incident.services = [*incident.services, service]
         incident.service = incident.service or service
     elif assignment.state in ("accepted", "on_scene"):
-        raise ActionError(f"{assignment.accepted_unit_id} already accepted the {service} assignment")
+        raise ActionError("already_accepted", unit=assignment.accepted_unit_id, service=service)
     fence_off(session, assignment, now)
     excluded = dict(assignment.excluded)
     excluded.pop(unit_id, None)
@@ -86,7 +102,7 @@ def escalate_now(session: Session, incident: Incident, service: str | None, *, a
         query = query.where(Assignment.service == service)
     moved = sum(advance_now(session, a.id, now) for a in session.execute(query).scalars())
     if moved == 0:
-        raise ActionError("nothing to escalate: no pending step on an active assignment")
+        raise ActionError("nothing_to_escalate")
     timeline.record(
         session, "escalated_by_hand", actor=actor, incident_id=incident.id, at=now, service=service, steps=moved
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dispatch.actions import REFUSALS
 from dispatch.console import i18n
 from dispatch.models import INCIDENT_STATES, ROLES
 from dispatch.web.api_models import DISPOSITIONS
@@ -42,6 +43,7 @@ def test_keys_built_from_domain_values_exist() -> None:
         "step.": ("notify_unit", "next_unit", "supervisor"),
         "unit_status.": ("available", "busy", "off_duty"),
         "classification.": ("normal", "prank", "ghost", "info"),
+        "action.error.": tuple(REFUSALS),
     }
     for prefix, values in prefixes.items():
         for value in values:

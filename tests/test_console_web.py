@@ -192,12 +192,16 @@ def test_roles_are_checked_on_pages_and_actions(service: DispatchService, sessio
 
     dispatcher = Browser(service)
     dispatcher.login("budi")
+    unknown_unit = dispatcher.post(f"/console/incidents/{incident_id}/assign", {"unit_id": "POL-99"})
+    assert unknown_unit.status_code == 404 and 'id="dispatcher-actions"' in unknown_unit.text
+    assert "tidak ada unit aktif &#39;POL-99&#39;" in unknown_unit.text
     cancelled = dispatcher.post(f"/console/incidents/{incident_id}/cancel", {"reason": "caller called back"})
     assert cancelled.status_code == 200
     with sessions() as session:
         assert session.get_one(Incident, incident_id).state == "cancelled"
+    # Refusals are in the user's language (budi reads Indonesian), on the incident's own page.
     again = dispatcher.post(f"/console/incidents/{incident_id}/cancel", {"reason": "twice"})
-    assert again.status_code == 409 and "already cancelled" in again.text
+    assert again.status_code == 409 and f"kejadian {incident_id} sudah dibatalkan" in again.text
     assert dispatcher.post("/console/incidents/999/cancel", {"reason": "x"}).status_code == 404
 
 

@@ -369,12 +369,21 @@ def _act(incident_id: int, run: Run, done: str) -> Any:
     try:
         _context().act_on_incident(incident_id, run)
     except actions.ActionError as exc:
-        if exc.status == 404:
+        if exc.reason == "no_incident":
             return render_template("console/error.html", code=404, message=_t("error.no_incident")), 404
-        flash(_t("action.refused", reason=str(exc)), "error")
+        flash(_t("action.refused", reason=_refusal(exc)), "error")
         return _incident_page(incident_id, exc.status)
     flash(done, "ok")
     return redirect(url_for(".incident", incident_id=incident_id), 303)
+
+
+def _refusal(exc: actions.ActionError) -> str:
+    """The refusal in the user's language, with states and services named as the console names them."""
+    params = dict(exc.params)
+    for key, prefix in (("state", "state"), ("service", "service"), ("unit_service", "service")):
+        if params.get(key) is not None:
+            params[key] = _t(f"{prefix}.{params[key]}")
+    return _t(f"action.error.{exc.reason}", **params)
 
 
 def _invalid(incident_id: int, error: ValidationError) -> Any:

@@ -47,7 +47,7 @@ class WebContext:
         with transaction(self.sessions) as session:
             incident = session.get(Incident, incident_id, with_for_update=True)
             if incident is None:
-                raise ActionError(f"no incident {incident_id}", 404)
+                raise ActionError("no_incident", 404, incident=incident_id)
             publications = run(session, self, incident, now)
             state = incident.state
         self.after_commit(publications)
