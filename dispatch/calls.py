@@ -104,9 +104,20 @@ class CallDesk:
         return Geocoded(result)
 
     def accept(
-        self, session: Session, record: CallRecord, geocoded: Geocoded | None, *, actor: str, now: datetime
+        self,
+        session: Session,
+        record: CallRecord,
+        geocoded: Geocoded | None,
+        *,
+        actor: str,
+        now: datetime,
+        operator_pin: tuple[float, float] | None = None,
     ) -> Outcome:
-        """Open the incident for this call (or recognise it), in the caller's transaction."""
+        """Open the incident for this call (or recognise it), in the caller's transaction.
+
+        ``operator_pin``: where the call-taker put the pin while logging the call; it beats
+        the handset and the geocoder, and is recorded as the operator's choice.
+        """
         lat, lon, accuracy, source = (
             record.lat,
             record.lon,
@@ -125,6 +136,9 @@ class CallDesk:
             }
         elif geocoded is not None:
             geocode = {"error": geocoded.error or "no match", "query": record.address}
+        located = {"lat": lat, "lon": lon, "source": source}
+        if operator_pin is not None:
+            (lat, lon), accuracy, source = operator_pin, None, "operator"
         normal = record.classification == "normal"
         location_needed = normal and lat is None
         inserted = session.execute(
@@ -177,11 +191,23 @@ class CallDesk:
         if geocode:
             timeline.record(
                 session,
-                "geocoded" if lat is not None else "geocode_failed",
+                "geocode_failed" if "error" in geocode else "geocoded",
                 actor="system",
                 incident_id=incident.id,
                 at=now,
                 **geocode,
+            )
+        if operator_pin is not None:
+            timeline.record(
+                session,
+                "location_overridden",
+                actor=actor,
+                incident_id=incident.id,
+                at=now,
+                lat=lat,
+                lon=lon,
+                previous=located,
+                note="pin set while logging the call",
             )
         if location_needed:
             timeline.record(

@@ -20,7 +20,7 @@ from dispatch.service import DispatchService
 from foundation.clock import utcnow
 from foundation.db import transaction
 from tests.conftest import eventually
-from tests.responder_helpers import UNIT_PHONES, fast_escalation, sandbox, texts_to
+from tests.responder_helpers import UNIT_PHONES, fast_escalation, kinds, sandbox, texts_to
 
 Start = Callable[..., DispatchService]
 SLOW = fast_escalation([{"after_s": 0, "action": "notify_unit"}, {"after_s": 120, "action": "supervisor"}])
@@ -275,13 +275,24 @@ def test_a_call_with_a_map_pin_records_the_operators_location(
     browser = Browser(service)
     browser.login("rina")
     browser.get("/console/calls/new")
-    form = {"call_id": "C-pin", "services": "police", "lat": "-7.7543", "lon": "113.2159", "pin_source": "operator"}
+    form = {
+        "call_id": "C-pin",
+        "services": "police",
+        "address": "Gang Buntu tidak dikenal 99",  # the gazetteer cannot place it; the pin can
+        "lat": "-7.7543",
+        "lon": "113.2159",
+        "pin_source": "operator",
+    }
     page = browser.post("/console/calls", form)
     assert page.status_code == 200
     with sessions() as session:
         incident = session.execute(select(Incident)).scalar_one()
         assert (incident.location_source, incident.lat, incident.location_needed) == ("operator", -7.7543, False)
     eventually(lambda: texts_to(sandbox(service), UNIT_PHONES["POL-01"]))
+    # Never "location needed", not even for a moment: the pin came with the call.
+    events = kinds(sessions, incident.id)
+    assert events[:3] == ["call_logged", "geocode_failed", "location_overridden"]
+    assert "flagged_for_review" not in events
 
 
 def test_a_call_form_with_bad_input_is_shown_again_with_the_problem(service: DispatchService) -> None:

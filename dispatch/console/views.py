@@ -526,26 +526,19 @@ def log_call() -> Any:
         values: dict[str, Any] = {key: form.get(key) for key in form}
         values["services"] = form.getlist("services")
         return render_template("console/call.html", page="call", form=values), 422
-    # A pin placed on the map is the operator's location, not the caller's handset fix: the call is
-    # logged without it and the pin applied as a location override in the same transaction, so the
-    # incident says "operator" (and the timeline who set it). Typed coordinates stay the handset's.
+    # A pin placed on the map is the operator's location, not the caller's handset fix: the record
+    # goes in without it (the address is still geocoded, for the record) and the pin is passed as
+    # the operator's choice, so the incident says "operator" and the timeline who set it.
+    # Typed coordinates stay the handset's.
     pinned = form.get("pin_source") == "operator"
     pin = (record.lat, record.lon) if pinned and record.lat is not None and record.lon is not None else None
     if pin is not None:
         record = record.model_copy(update={"lat": None, "lon": None, "accuracy_m": None})
     geocoded = context.calls.geocode(record)
-    now = context.clock()
     with transaction(context.sessions) as db:
-        outcome = context.calls.accept(db, record, geocoded, actor=_actor(), now=now)
+        outcome = context.calls.accept(db, record, geocoded, actor=_actor(), now=context.clock(), operator_pin=pin)
         incident_id = outcome.incident_id
-        publications = [(p.topic, p.payload) for p in outcome.publications]
-        if pin is not None and outcome.outcome == "accepted":
-            incident = db.get_one(Incident, incident_id, with_for_update=True)
-            context.calls.override_location(
-                db, incident, pin[0], pin[1], actor=_actor(), note="pin set on the call form", now=now
-            )
-            publications = [(p.topic, p.payload) for p in status.publications(incident, now)]
-    context.after_commit(publications)
+    context.after_commit([(p.topic, p.payload) for p in outcome.publications])
     flash(_t("call.logged" if outcome.outcome == "accepted" else "call.duplicate", id=incident_id), "ok")
     return redirect(url_for(".incident", incident_id=incident_id), 303)
 
