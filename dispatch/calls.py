@@ -198,17 +198,7 @@ class CallDesk:
                 **geocode,
             )
         if operator_pin is not None:
-            timeline.record(
-                session,
-                "location_overridden",
-                actor=actor,
-                incident_id=incident.id,
-                at=now,
-                lat=lat,
-                lon=lon,
-                previous=located,
-                note="pin set while logging the call",
-            )
+            _record_override(session, incident, located, actor, "pin set while logging the call", now)
         if location_needed:
             timeline.record(
                 session,
@@ -244,17 +234,7 @@ class CallDesk:
         incident.location_needed = False
         if incident.review_reason == "location needed":
             incident.needs_review, incident.review_reason = False, None
-        timeline.record(
-            session,
-            "location_overridden",
-            actor=actor,
-            incident_id=incident.id,
-            at=now,
-            lat=lat,
-            lon=lon,
-            previous=previous,
-            note=note,
-        )
+        _record_override(session, incident, previous, actor, note, now)
         if incident.state in ("resolved", "cancelled"):
             return False
         assignments = session.execute(select(Assignment).where(Assignment.incident_id == incident.id)).scalars().all()
@@ -272,6 +252,22 @@ class CallDesk:
                 schedule(session, assignment, StepRef(assignment.round, 0), policy[0].action, now)
                 restarted = True
         return restarted
+
+
+def _record_override(
+    session: Session, incident: Incident, previous: dict[str, Any], actor: str, note: str | None, now: datetime
+) -> None:
+    timeline.record(
+        session,
+        "location_overridden",
+        actor=actor,
+        incident_id=incident.id,
+        at=now,
+        lat=incident.lat,
+        lon=incident.lon,
+        previous=previous,
+        note=note,
+    )
 
 
 def prank_count(session: Session, caller_number: str | None) -> int:
