@@ -96,6 +96,16 @@ def test_root_leads_to_the_login_and_then_to_the_board(service: DispatchService)
     assert done.headers["X-Frame-Options"] == "DENY"
 
 
+def test_reading_pages_never_rewrites_the_session_cookie(service: DispatchService) -> None:
+    # A live fetch that finished after an action used to send back its older session and wipe
+    # the action's confirmation; only requests that change the session may set the cookie.
+    browser = Browser(service)
+    assert "dispatch_console" in browser.login("budi").history[0].headers.get("Set-Cookie", "")
+    for path in ("/console/", "/console/board.json", "/console/units", "/console/stats"):
+        response = browser.get(path)
+        assert response.status_code == 200 and "Set-Cookie" not in response.headers, path
+
+
 @pytest.mark.parametrize(
     ("username", "password"), [("budi", "wrong-password"), ("nobody", PASSWORD), ("old", PASSWORD)]
 )

@@ -68,6 +68,11 @@ def configure(app: Flask, context: WebContext) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=public.startswith("https://"),
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        # Only a request that changes the session sends the cookie back. Otherwise every live
+        # fetch re-sent the session it started with, and one finishing just after an action
+        # overwrote the cookie holding that action's confirmation (the flash was lost). It also
+        # makes SESSION_LIFETIME a fixed shift from login rather than a sliding window.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
     # dispatch.auth.require_role falls back to this when a request has no bearer token,
     # so the console's own fetches can use the API with the login session.
