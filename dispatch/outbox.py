@@ -190,7 +190,9 @@ class Outbox:
             )
             timeline.record(
                 session,
-                f"{row.channel}_sent",
+                # Twilio answered with a SID: the message or call is queued there. Named like
+                # Twilio's own states so the callbacks that follow (sent, delivered) read in order.
+                f"{row.channel}_queued",
                 actor="system",
                 incident_id=row.incident_id,
                 at=now,
@@ -201,7 +203,7 @@ class Outbox:
                 sid=sid,
                 attempt=row.attempts,
                 alert_code=row.alert_code,
-                found_after_timeout=recovered,
+                found_after_timeout=True if recovered else None,  # said only when it happened
             )
         return SendResult(row.id, "sent", sid)
 

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.gateway import BrokerAddress, MqttGateway
-from dispatch.models import EscalationStep, Incident, Notification
+from dispatch.models import EscalationStep, Incident, Notification, TimelineEvent
 from dispatch.service import DispatchService
 from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
 from tests.conftest import count, eventually, free_port
@@ -197,7 +197,9 @@ def test_an_sms_that_reached_twilio_but_timed_out_is_found_not_sent_again(
     posts = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "POST"]
     lookups = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "GET"]
     assert (len(posts), len(lookups)) == (1, 1)
-    assert "sms_sent" in kinds(sessions, row.incident_id)
+    with sessions() as session:
+        sent = session.execute(select(TimelineEvent).where(TimelineEvent.kind == "sms_queued")).scalar_one()
+    assert sent.data["sid"] == text.sid and sent.data["found_after_timeout"] is True
 
 
 def test_a_call_that_reached_twilio_but_timed_out_is_found_not_placed_again(
