@@ -53,7 +53,6 @@ from dispatch.console.security import (
 from dispatch.models import ROLES, ApiToken, Incident, User
 from dispatch.web import api_models as m
 from dispatch.web.context import WebContext
-from foundation.clock import utcnow
 from foundation.db import transaction
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
@@ -211,7 +210,7 @@ def login_post() -> Any:
     password = request.form.get("password", "")
     context = _context()
     with context.sessions() as db, db.begin():
-        attempt = attempt_login(db, username, password, utcnow())
+        attempt = attempt_login(db, username, password, context.clock())
         if attempt.user is not None:
             log_in(attempt.user)
     if attempt.user is None:
