@@ -204,9 +204,22 @@ class _Sandbox:
                 received_at=utcnow(),
             )
         )
-        response = self._api_response(path_account_sid, handler)
+        outage = self.store.current_outage(request.path)
+        if outage is not None and outage.mode == "error":
+            response = _twilio_error(
+                outage.status,
+                _DEFAULT_CODES.get(outage.status),
+                _DEFAULT_MESSAGES.get(outage.status, "Sandbox outage"),
+            )
+            if outage.retry_after_s is not None:
+                response.headers["Retry-After"] = str(int(outage.retry_after_s))
+        elif outage is not None and outage.mode == "hang":
+            self.stop_event.wait(outage.hang_s)
+            response = _twilio_error(503, 20503, "Service Unavailable")
+        else:
+            response = self._api_response(path_account_sid, handler)
         self.store.set_response_status(raw, response.status_code)
-        stall = self.store.take_stall()
+        stall = self.store.take_stall() + (outage.hang_s if outage is not None and outage.mode == "slow" else 0.0)
         if stall:
             self.stop_event.wait(stall)
         return response

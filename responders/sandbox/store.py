@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Message states after which the sandbox will never touch a message again.
@@ -122,6 +122,19 @@ class SandboxCall:
     error_code: int | None = None
 
 
+@dataclass(frozen=True)
+class Outage:
+    """A stretch of time during which the sandbox's API fails (see :meth:`SandboxStore.outage`)."""
+
+    mode: str  # error | hang | slow
+    starts_at: datetime
+    ends_at: datetime
+    status: int
+    retry_after_s: float | None
+    hang_s: float
+    resource: str | None = None  # "Calls", "Messages"; None: every API request
+
+
 class SandboxStore:
     """Thread-safe record of everything the sandbox saw, plus fault injection.
 
@@ -134,6 +147,8 @@ class SandboxStore:
     * ``queue_delay_s``: extra seconds each message waits in the queue before being sent;
       a message whose ``ValidityPeriod`` is shorter ends ``failed`` with 30036, as on Twilio.
     * :meth:`fail_next`: the next *n* API requests fail with a given HTTP status.
+    * :meth:`outage`: for a while, every API request fails the way a real outage does
+      (error answers, requests that hang, or requests carried out but answered late).
     """
 
     def __init__(self) -> None:
@@ -145,6 +160,7 @@ class SandboxStore:
         self._webhooks: list[WebhookDelivery] = []
         self._failures: deque[tuple[int, int | None]] = deque()
         self._stalls: deque[float] = deque()
+        self._outages: list[Outage] = []
         self.reject_numbers: dict[str, int] = {}
         self.undeliverable_numbers: dict[str, int] = {}
         self.queue_delay_s: float = 0.0
@@ -163,6 +179,62 @@ class SandboxStore:
             raise ValueError("status must be an HTTP error status (4xx or 5xx)")
         with self._lock:
             self._failures.extend([(status, code)] * n)
+
+    def outage(
+        self,
+        mode: str,
+        seconds: float,
+        *,
+        status: int = 500,
+        retry_after_s: float | None = None,
+        hang_s: float = 0.0,
+        resource: str | None = None,
+    ) -> Outage:
+        """From the end of the last scheduled outage (or now), for ``seconds``, every API request:
+
+        * ``error``: is answered ``status`` (500, 429, 503 ...) with Twilio's error body, and a
+          ``Retry-After`` header when ``retry_after_s`` is given; nothing is created;
+        * ``hang``: is held ``hang_s`` seconds, then answered 503; nothing is created (a client
+          with a shorter timeout sees a read timeout for a request that did not take effect);
+        * ``slow``: is carried out, then answered only after ``hang_s`` (a client with a shorter
+          timeout sees a read timeout for a request that did take effect).
+
+        Calls chain: ``outage("hang", 15, hang_s=20)`` then ``outage("error", 15)`` is "hangs for
+        15 s, then answers 500 for 15 s". ``resource`` ("Calls", "Messages") limits it to one API.
+        """
+        if mode not in ("error", "hang", "slow"):
+            raise ValueError("mode must be error, hang or slow")
+        if seconds <= 0 or hang_s < 0:
+            raise ValueError("seconds must be > 0 and hang_s >= 0")
+        with self._lock:
+            start = max([utcnow(), *(o.ends_at for o in self._outages)])
+            ends = start + timedelta(seconds=seconds)
+            scheduled = Outage(mode, start, ends, status, retry_after_s, hang_s, resource)
+            self._outages.append(scheduled)
+            return scheduled
+
+    def current_outage(self, path: str = "") -> Outage | None:
+        """The outage in force now for a request to ``path``, if any."""
+        now = utcnow()
+        with self._lock:
+            return next(
+                (
+                    o
+                    for o in self._outages
+                    if o.starts_at <= now < o.ends_at and (o.resource is None or f"/{o.resource}" in path)
+                ),
+                None,
+            )
+
+    def end_outages(self) -> None:
+        """Every outage, scheduled or running, is over now."""
+        with self._lock:
+            self._outages.clear()
+
+    def outage_over_at(self) -> datetime | None:
+        """When the last scheduled outage ends."""
+        with self._lock:
+            return max((o.ends_at for o in self._outages), default=None)
 
     def take_injected_failure(self) -> tuple[int, int | None] | None:
         """Consume one pending injected failure, if any: ``(status, code)``."""
