@@ -3,10 +3,17 @@
 Guarantees, in order of importance:
 1. A message is acknowledged only after the handler returned, i.e. after its
    effect (or its dead-letter record) is committed. A crash before that means
-   the broker redelivers it; nothing is lost.
-2. An exception never escapes a paho callback, so the network loop never dies.
+   the broker redelivers it; nothing is lost. A handler that cannot commit (the
+   database is down) keeps the message and tries again until it can; it is never
+   dropped and never acknowledged before.
+2. paho is used as its documentation requires: one network loop (``loop_start``,
+   paho's own thread, which also reconnects); callbacks only hand messages over;
+   other threads publish and acknowledge through paho's thread-safe queue; nothing
+   calls ``disconnect()`` from a callback. The handler runs in our own thread, so a
+   slow database never stops the keepalive pings.
 3. The session is persistent (clean_session=False, QoS 1), so messages published
-   while we are down wait in the broker for us.
+   while we are down wait in the broker for us. A broker that answers "session
+   present: false" after we had one has lost those messages: that is an alarm.
 
 The handler is passed in; this module knows nothing about incidents.
 """
@@ -14,11 +21,13 @@ The handler is passed in; this module knows nothing about incidents.
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -96,15 +105,27 @@ class MqttGateway:
         self._handler_attempts = handler_attempts
         self._stopping = threading.Event()
         self._connected = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Messages handed over by the network thread, with the connection they came on.
+        # Unbounded here, bounded in practice by the broker's in-flight window (unacknowledged
+        # QoS 1 messages; max_inflight_messages in config/mosquitto.conf).
+        self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage] | None] = queue.Queue()
+        self._generation = 0  # bumped on every disconnect; acks belong to one connection
+        self._had_session = False
+        self._busy_since: float | None = None  # monotonic time the message in hand was taken
+        self._last_done = time.monotonic()
+        self.session_lost_at: datetime | None = None
+        self.sessions_lost = 0
+        self._worker: threading.Thread | None = None
         self._client = self._make_client(connect_timeout_s, default_username)
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect and consume in a background thread; returns at once."""
-        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}", daemon=True)
-        self._thread.start()
+        """Connect and consume in background threads; returns at once."""
+        self._worker = threading.Thread(target=self._work, name=f"mqtt-handler-{self.client_id}", daemon=True)
+        self._worker.start()
+        self._client.connect_async(self.address.host, self.address.port, keepalive=self._keepalive_s)
+        self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until subscribed (or the timeout passes); True when connected."""
@@ -114,17 +135,32 @@ class MqttGateway:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def stalled_for(self) -> float:
+        """Seconds a message has been waiting to be handled with nothing finishing; 0 when flowing."""
+        busy_since = self._busy_since
+        if busy_since is None and self._inbox.empty():
+            return 0.0
+        waiting_since = max(self._last_done, busy_since or 0.0)
+        return max(0.0, time.monotonic() - waiting_since)
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet handled."""
+        return self._inbox.qsize() + (1 if self._busy_since is not None else 0)
+
     def stop(self, *, forget_session: bool = False) -> None:
-        """Disconnect cleanly. ``forget_session`` also drops the broker-side session (tests)."""
+        """Finish the message in hand, then disconnect; ``forget_session`` also drops the broker's session (tests)."""
         self._stopping.set()
+        self._inbox.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=10)
         self._client.disconnect()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._client.loop_stop()
         if forget_session:
             self._forget_session()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
-        """Queue a message for the broker; False (and a log line) when it could not be queued."""
+        """Queue a message for the broker (any thread); False (and a log line) when it could not be queued."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
@@ -146,34 +182,17 @@ class MqttGateway:
         if self.address.tls:
             client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         client.connect_timeout = connect_timeout_s
-        client.reconnect_delay_set(min_delay=int(self._reconnect_min_s), max_delay=int(self._reconnect_max_s))
+        # paho takes whole seconds; below 1 it would retry in a tight loop.
+        client.reconnect_delay_set(
+            min_delay=max(1, round(self._reconnect_min_s)), max_delay=max(1, round(self._reconnect_max_s))
+        )
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         return client
-
-    def _run(self) -> None:
-        delay = self._reconnect_min_s
-        while not self._stopping.is_set():
-            try:
-                self._client.connect(self.address.host, self.address.port, keepalive=self._keepalive_s)
-                delay = self._reconnect_min_s
-                # Returns only after disconnect(); paho itself reconnects after network failures.
-                self._client.loop_forever(retry_first_connection=True)
-            except Exception as exc:  # the loop must survive any failure
-                log.warning(
-                    "mqtt %s:%s unreachable (%s); retrying in %.0fs",
-                    self.address.host,
-                    self.address.port,
-                    exc,
-                    delay,
-                )
-            self._connected.clear()
-            if self._stopping.wait(delay):
-                break
-            delay = min(delay * 2, self._reconnect_max_s)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         try:
@@ -187,10 +206,23 @@ class MqttGateway:
                 self.client_id,
                 flags.session_present,
             )
+            if self._had_session and not flags.session_present:
+                # Whatever was published for us while we were away went with the session.
+                self.session_lost_at = datetime.now(UTC)
+                self.sessions_lost += 1
+                log.error(
+                    "mqtt session LOST: the broker kept no session for %s; presses published while we were "
+                    "disconnected may be lost (was the client id taken by someone else, or the broker reset?)",
+                    self.client_id,
+                )
+            self._had_session = True
             # Subscribing on every connect is what makes a lost session recover.
             client.subscribe([(topic, 1) for topic in self._topics])
         except Exception:
             log.exception("mqtt on_connect failed")
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        log.warning("mqtt %s:%s unreachable; paho retries", self.address.host, self.address.port)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, reasons: Any, _p: Any) -> None:
         try:
@@ -205,11 +237,34 @@ class MqttGateway:
             log.exception("mqtt on_subscribe failed")
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._generation += 1
         self._connected.clear()
         if not self._stopping.is_set():
-            log.warning("mqtt disconnected: %s", reason)
+            log.warning("mqtt disconnected: %s (paho reconnects)", reason)
 
-    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        # The network thread only hands over: it must stay free for keepalives and acks.
+        self._inbox.put((self._generation, message))
+
+    def _work(self) -> None:
+        """The handler thread: one message at a time, in the order received."""
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            if self._stopping.is_set():
+                return  # unacknowledged: the broker keeps it for our next start
+            generation, message = item
+            self._busy_since = time.monotonic()
+            try:
+                self._process(generation, message)
+            except Exception:  # never let this thread die: a dead handler is a silent gateway
+                log.exception("mqtt handler thread: unexpected error")
+            finally:
+                self._busy_since = None
+                self._last_done = time.monotonic()
+
+    def _process(self, generation: int, message: mqtt.MQTTMessage) -> None:
         try:
             inbound = InboundMessage(
                 topic=message.topic,
@@ -221,15 +276,28 @@ class MqttGateway:
         except Exception:
             # A topic that is not UTF-8 cannot even be logged faithfully; drop it loudly.
             log.exception("mqtt message with undecodable topic; acknowledged and dropped")
-            client.ack(message.mid, message.qos)
+            self._ack(generation, message)
             return
-        error = self._handle_with_retries(inbound)
-        if error is None or self._recorded_elsewhere(inbound, error):
-            client.ack(message.mid, message.qos)
-            return
-        # Leave it unacknowledged and reconnect: the broker redelivers it on the resumed session.
-        log.error("message on %s not processed; reconnecting for redelivery", inbound.topic)
-        client.disconnect()
+        delay = 0.5
+        while True:
+            error = self._handle_with_retries(inbound)
+            if error is None or self._recorded_elsewhere(inbound, error):
+                self._ack(generation, message)
+                return
+            # Not the message's fault (the database is down): keep it, unacknowledged, and try
+            # again. A crash meanwhile leaves it with the broker, which redelivers it.
+            log.error("message on %s not processed (%s); retrying in %.1fs", inbound.topic, type(error).__name__, delay)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, 5.0)
+
+    def _ack(self, generation: int, message: mqtt.MQTTMessage) -> None:
+        # A packet id belongs to one connection: after a reconnect the broker has redelivered
+        # the message under the same id, and may reuse the id for another once that copy is
+        # acknowledged. Acknowledge only on the connection it came on; the copy is handled again
+        # (idempotently) and acknowledged then.
+        if generation == self._generation:
+            self._client.ack(message.mid, message.qos)
 
     def _handle_with_retries(self, inbound: InboundMessage) -> BaseException | None:
         """Run the handler up to N times; the last error, or None on success."""

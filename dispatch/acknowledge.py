@@ -20,6 +20,7 @@ from dispatch import alerts, status, timeline
 from dispatch.escalation import fence_off, schedule
 from dispatch.escalation_policy import after_decline, incident_state
 from dispatch.models import AlertCode, Assignment, Incident
+from dispatch.outbox import stop_other_pages
 from foundation.settings import Settings
 from responders.models import Supervisor, Unit
 from responders.replies import Reply, Unparsed, parse_reply
@@ -174,6 +175,8 @@ def _accept(
     now: datetime,
 ) -> None:
     cancelled = fence_off(session, assignment, now)
+    # The other pages of this assignment are now noise: unsent ones cancelled, ringing calls ended.
+    stopped = stop_other_pages(session, assignment.id, now, accepted_by=responder.id)
     assignment.state = "accepted"
     assignment.accepted_unit_id = responder.id
     assignment.accepted_at = now
@@ -188,6 +191,8 @@ def _accept(
         at=now,
         channel=channel,
         cancelled_steps=cancelled,
+        cancelled_pages=stopped["cancelled"] or None,
+        calls_to_end=stopped["calls_to_end"] or None,
     )
 
 

@@ -179,7 +179,8 @@ NOTIFICATION_STATES = (
     "no-answer",
     "busy",
     "canceled",
-    "unknown",  # the sender died mid-call: never resent, escalation carries on
+    "cancelled",  # never sent: the assignment was accepted (or closed) before its turn came
+    "expired",  # never sent: the provider stayed unreachable for as long as the page was useful
 )
 
 
@@ -214,13 +215,43 @@ class Notification(Base):
     # The last attempt failed after the request may have reached Twilio (a read timeout):
     # the next attempt looks for what it created before sending again.
     outcome_unknown: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # When the attempt in doubt started, and how often we have looked for it since: a row in
+    # doubt is only sent again after several lookups across ~2x the request timeout found nothing.
+    doubt_since: Mapped[datetime | None]
+    lookups: Mapped[int] = mapped_column(default=0, server_default="0")
+    # A call the assignment no longer needs (someone accepted): end it through the provider.
+    hangup_requested_at: Mapped[datetime | None]
+    hangup_done_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))  # the worker (mqtt.client_id) holding it
     last_error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ProviderOutage(Base):
+    """One episode of a provider channel failing transiently (5xx, 429, timeouts), for every process.
+
+    Opened by the first transient failure, closed by the auditor once a page went out on the
+    channel after the last failure. The console and /healthz read the open ones.
+    """
+
+    __tablename__ = "provider_outages"
+    __table_args__ = (Index("ix_provider_outages_open", "provider", "channel", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))  # the provider's display name, e.g. "Twilio"
+    channel: Mapped[str] = mapped_column(String(8))  # sms | voice
+    started_at: Mapped[datetime]
+    last_failure_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(default=1)
+    first_incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
+    supervisors_alerted_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
 
 
 class AlertCode(Base):

@@ -9,6 +9,8 @@ import logging
 import secrets
 import socket
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -31,9 +33,11 @@ from dispatch.geocoding import make_geocoder
 from dispatch.inbound import SUBSCRIPTIONS, InboundRouter
 from dispatch.metrics import Metrics
 from dispatch.outbox import Outbox
+from dispatch.provider_health import ProviderHealth
 from dispatch.retention import Purged, RetentionPolicy, purge_inbound
+from dispatch.watchdog import Watchdog
 from dispatch.web import WebContext, create_app
-from foundation.clock import utcnow
+from foundation.clock import as_utc, utcnow
 from foundation.db import make_engine, make_session_factory, transaction
 from foundation.settings import Settings
 from responders.channels import TwilioChannels
@@ -66,6 +70,12 @@ class DispatchService:
     web_port: int = field(init=False, default=0)
     web_server: Any = field(init=False, default=None)
     _web_thread: threading.Thread | None = field(init=False, default=None)
+    watchdog: Watchdog = field(init=False)
+    # Scheduler jobs running now, and those asked to run again as soon as they finish: a running
+    # job is never pulled forward (APScheduler would skip it and warn).
+    _running: set[str] = field(init=False, default_factory=set)
+    _rerun: set[str] = field(init=False, default_factory=set)
+    _jobs_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     @property
     def public_base(self) -> str:
@@ -82,7 +92,18 @@ class DispatchService:
 
         channels, self.twilio_auth_token, extra_blueprints = self._phone_provider()
         self.escalation = EscalationEngine(self.sessions, settings, self._publish, lambda: self.public_base)
-        self.outbox = Outbox(self.sessions, channels, settings, lambda: self.public_base)
+        self.watchdog = Watchdog(settings.watchdog.stall_after_s, lambda: self.gateway.stalled_for())
+        self.outbox = Outbox(
+            self.sessions,
+            channels,
+            settings,
+            lambda: self.public_base,
+            worker_id=settings.mqtt.client_id,
+            health=ProviderHealth(channels.name),
+            progress=lambda: self.watchdog.beat("outbox"),
+        )
+        # Our own rows left mid-send by this worker's previous life: look them up now, not after the lease.
+        self.outbox.recover_abandoned(at_start=True)
 
         mqtt_url = settings.mqtt.url
         if mqtt_url is None:
@@ -127,6 +148,7 @@ class DispatchService:
             sessions=self.sessions,
             metrics=self.metrics,
             mqtt_connected=lambda: self.gateway.connected,
+            health_details=self.health_details,
             public_base=lambda: self.public_base,
             twilio_auth_token=self.twilio_auth_token,
             signing_key=settings.signing_key(),
@@ -147,6 +169,11 @@ class DispatchService:
         log.info("web console and API on http://%s:%s", settings.web.host, self.web_port)
 
         self.gateway.start()
+        tick = settings.escalation.tick_s
+        for job_id, every_s in (("steps", tick), ("outbox", tick), ("auditor", settings.escalation.auditor_every_s)):
+            self.watchdog.watch(job_id, every_s)
+        every_s = min(5.0, settings.watchdog.stall_after_s / 2)
+        threading.Thread(target=self.watchdog.run, args=(self._stopping, every_s), name="watchdog", daemon=True).start()
         # APScheduler is only a clock: every due step and message is a row in our own tables,
         # and no APScheduler job store is shared between processes.
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
@@ -196,7 +223,6 @@ class DispatchService:
         channels = TwilioChannels(
             partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
             twilio.from_number,
-            sms_validity_s=twilio.sms_validity_s,
         )
         return channels, token, blueprints
 
@@ -212,22 +238,45 @@ class DispatchService:
 
     def run_steps(self) -> None:
         """Steps job: execute due escalation steps, then wake the sender for what they wrote."""
-        try:
-            if self.escalation.run_due_steps():
-                self._wake_at("outbox", utcnow())
-        except Exception:
-            log.exception("escalation steps failed; retrying at the next tick")
-        finally:
-            self._wake_at("steps", self.escalation.next_due_at())
+        with self._job("steps"):
+            try:
+                if self.escalation.run_due_steps():
+                    self._wake_at("outbox", utcnow())
+            except Exception:
+                log.exception("escalation steps failed; retrying at the next tick")
+        self._wake_at("steps", self._next_due(self.escalation.next_due_at))
 
     def send_notifications(self) -> None:
         """Outbox job: send due SMS and calls."""
+        with self._job("outbox"):
+            try:
+                self.outbox.send_due()
+            except Exception:
+                log.exception("sending failed; retrying at the next tick")
+        self._wake_at("outbox", self._next_due(self.outbox.next_due_at))
+
+    @contextmanager
+    def _job(self, job_id: str) -> Iterator[None]:
+        """Mark a job running (and beat the watchdog) for its duration."""
+        with self._jobs_lock:
+            self._running.add(job_id)
+        self.watchdog.beat(job_id)
         try:
-            self.outbox.send_due()
-        except Exception:
-            log.exception("sending failed; retrying at the next tick")
+            yield
         finally:
-            self._wake_at("outbox", self.outbox.next_due_at())
+            self.watchdog.beat(job_id)
+            with self._jobs_lock:
+                self._running.discard(job_id)
+                again = job_id in self._rerun
+                self._rerun.discard(job_id)
+            if again:
+                self._wake_at(job_id, utcnow())
+
+    def _next_due(self, read: Callable[[], datetime | None]) -> datetime | None:
+        try:
+            return read()
+        except Exception:
+            return None  # the database is down: the interval trigger tries again within tick_s
 
     def wake(self) -> None:
         """Run both jobs now (after a commit that created due work)."""
@@ -239,19 +288,44 @@ class DispatchService:
         # The "date job at the next due time": pull the job forward when work is due before it.
         if when is None or not hasattr(self, "scheduler") or not self.scheduler.running:
             return
+        with self._jobs_lock:
+            if job_id in self._running:
+                if as_utc(when) <= utcnow():
+                    self._rerun.add(job_id)  # it runs again the moment it finishes
+                return
         job = self.scheduler.get_job(job_id)
         if job is not None and job.next_run_time is not None and when < job.next_run_time:
             job.modify(next_run_time=max(when, utcnow()))
 
     def audit(self) -> list[str]:
-        """Auditor job: stranded assignments, overdue steps, abandoned sends."""
-        try:
-            self.outbox.recover_abandoned()
-            with transaction(self.sessions) as session:
-                return audit(session, utcnow(), self.settings.escalation.overdue_after_s)
-        except Exception:
-            log.exception("audit failed; will retry")
-            return []
+        """Auditor job: stranded assignments, overdue steps, abandoned sends, provider outages."""
+        with self._job("auditor"):
+            try:
+                self.outbox.recover_abandoned()
+                if self.outbox.alert_outages():
+                    self._wake_at("outbox", utcnow())
+                with transaction(self.sessions) as session:
+                    return audit(session, utcnow(), self.settings.escalation.overdue_after_s)
+            except Exception:
+                log.exception("audit failed; will retry")
+                return []
+
+    def health_details(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(failing, degraded): what makes /healthz 503, and what it reports while still answering 200."""
+        failing = self.watchdog.stalls() if hasattr(self, "watchdog") else {}
+        degraded: dict[str, str] = {}
+        if hasattr(self, "outbox"):
+            for state in self.outbox.health.snapshot():
+                if state.down_since is not None:
+                    since = state.down_since.astimezone(self.settings.local_zone).strftime("%H:%M:%S")
+                    degraded[f"{self.outbox.health.provider} {state.channel}"] = f"unreachable since {since}, retrying"
+            if self.outbox.unsaved:
+                degraded["outbox"] = f"{self.outbox.unsaved} results waiting for the database"
+        lost = self.gateway.session_lost_at if hasattr(self, "gateway") else None
+        if lost is not None and (utcnow() - lost).total_seconds() < self.settings.watchdog.session_lost_alarm_s:
+            local = lost.astimezone(self.settings.local_zone).strftime("%H:%M:%S")
+            degraded["mqtt session"] = f"lost at {local}: presses published while disconnected may be lost"
+        return failing, degraded
 
     def check_device_health(self) -> list[str]:
         """Device-health job: raise alerts for silent or low-battery buttons."""

@@ -61,7 +61,16 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         # "BEGIN IMMEDIATE" can take the write lock up front (see begin_write).
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A database that is down or unreachable must fail fast, never hang a job or the MQTT
+    # handler: libpq's connect timeout, and TCP keepalives for a peer that went silent.
+    libpq = {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=libpq)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -35,5 +35,6 @@ def configure_logging(level: str = "INFO") -> None:
     # Library chatter that says nothing an operator needs at INFO.
     for noisy in ("alembic", "apscheduler.executors.default", "twilio.http_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # A 1-second tick pulled forward on demand is routinely "skipped: already running"; not news.
-    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    # apscheduler.scheduler stays at WARNING: "skipped: maximum number of running instances" and
+    # "missed by" mean a job overran, which an operator must see (the service never pulls a
+    # running job forward, so these are never routine).

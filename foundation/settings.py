@@ -109,6 +109,14 @@ class RetentionSettings(_Section):
     run_every_s: float = Field(default=3600, gt=0)
 
 
+class WatchdogSettings(_Section):
+    # A scheduler job, or the MQTT handler with messages waiting, that makes no progress for
+    # this long is stalled: /healthz answers 503 and the log says so.
+    stall_after_s: float = Field(default=60, gt=0)
+    # A lost MQTT session keeps /healthz "degraded" this long, so monitoring sees it.
+    session_lost_alarm_s: float = Field(default=3600, ge=0)
+
+
 class TwilioSettings(_Section):
     """Twilio credentials come from the environment; no account SID means the built-in sandbox."""
 
@@ -117,11 +125,24 @@ class TwilioSettings(_Section):
     from_number: str = Field(default="+15005550006", pattern=r"^\+[1-9]\d{6,14}$")
     api_base: str | None = None
     timeout_s: float = Field(default=10, gt=0, le=60)
-    send_attempts: int = Field(default=4, ge=1, le=10)
     concurrency: int = Field(default=4, ge=1, le=32)  # API calls in flight at once from one process
+    # Transient failures (429, 5xx, timeouts) are retried for as long as a page is useful
+    # (sms_validity_s after it was written), waiting retry_backoff_s, doubling, at most
+    # retry_max_backoff_s (with jitter), or longer when the provider says Retry-After.
     retry_backoff_s: float = Field(default=1, ge=0, le=60)
+    retry_max_backoff_s: float = Field(default=4, gt=0, le=300)
+    # A row claimed by a sender that has not reported back after this long belongs to a dead
+    # sender: it is put in doubt (looked up before any resend). null: 2 x timeout_s + 10 s.
+    claim_lease_s: float | None = Field(default=None, gt=0, le=3600)
+    # A provider channel failing for this long gets the supervisors told through any channel
+    # that still works (and the console's banner says so from the first failure).
+    outage_alert_after_s: float = Field(default=60, gt=0)
     sms_validity_s: int = Field(default=120, ge=1, le=36000)
     error_replies_per_hour: int = Field(default=5, ge=0)
+
+    @property
+    def lease_s(self) -> float:
+        return self.claim_lease_s if self.claim_lease_s is not None else 2 * self.timeout_s + 10
 
     @model_validator(mode="after")
     def _token_with_sid(self) -> TwilioSettings:
@@ -200,6 +221,7 @@ class Settings(_Section):
     intake: IntakeSettings = IntakeSettings()
     devices: DeviceSettings = DeviceSettings()
     retention: RetentionSettings = RetentionSettings()
+    watchdog: WatchdogSettings = WatchdogSettings()
     twilio: TwilioSettings = TwilioSettings()
     escalation: EscalationSettings = EscalationSettings()
     geocoding: GeocodingSettings = GeocodingSettings()

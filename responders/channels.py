@@ -1,20 +1,24 @@
 """Notification channels over Twilio: a thin adapter around the real SDK.
 
-Grafana OnCall calls this a phone provider: send an SMS, place a call, nothing
-else. Retries and state live in the dispatch outbox, not here.
+Grafana OnCall calls this a phone provider: send an SMS, place a call, end a call, and
+look for what an unanswered request created. Retries and state live in the dispatch
+outbox, not here; this module only says what a failure *means* (:class:`SendFailed`),
+so the outbox never needs to know the provider's exceptions.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from twilio.rest import Client
 
-from foundation.logsafe import mask_phone
+from foundation.logsafe import mask_phone, mask_phones_in
+from responders.twilio_client import classify_twilio_error, request_may_have_arrived, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +27,42 @@ _CLOCK_SKEW = timedelta(minutes=2)
 _LOOKUP_LIMIT = 50
 
 
+class SendFailed(Exception):
+    """A provider request failed; what the outbox needs to decide what happens next.
+
+    ``kind``: ``permanent`` (retrying cannot help: invalid number, landline, unsubscribed,
+    authentication) or ``transient`` (429, 5xx, timeouts, refused connections).
+    ``may_have_arrived``: the request may have created the message or call anyway (a read
+    timeout, a connection dropped mid-answer); look before sending again.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["permanent", "transient"],
+        detail: str,
+        *,
+        code: int | None = None,
+        may_have_arrived: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.code = code
+        self.may_have_arrived = may_have_arrived
+        self.retry_after_s = retry_after_s
+
+
 class Channels(Protocol):
     """What the outbox needs from a phone provider."""
 
-    def send_sms(self, to: str, body: str, *, status_callback: str) -> str: ...
+    name: str  # shown to operators: "Twilio unreachable since 20:30:27"
+
+    def send_sms(self, to: str, body: str, *, status_callback: str, validity_s: int) -> str: ...
 
     def place_call(self, to: str, twiml: str, *, status_callback: str) -> str: ...
+
+    def end_call(self, sid: str, *, answered: bool) -> None: ...
 
     def find_sms(self, to: str, body: str, *, since: datetime) -> str | None: ...
 
@@ -38,12 +72,13 @@ class Channels(Protocol):
 class TwilioChannels:
     """SMS and voice through one Twilio (or Twilio-compatible) account."""
 
-    def __init__(self, make_client: Callable[[], Client], from_number: str, *, sms_validity_s: int) -> None:
+    name = "Twilio"
+
+    def __init__(self, make_client: Callable[[], Client], from_number: str) -> None:
         self._make_client = make_client
         self._local = threading.local()
         self._local.client = make_client()  # a configuration error shows at start, not at the first page
         self._from = from_number
-        self._validity_s = sms_validity_s
 
     @property
     def _client(self) -> Client:
@@ -54,31 +89,54 @@ class TwilioChannels:
             client = self._local.client = self._make_client()
         return client
 
-    def send_sms(self, to: str, body: str, *, status_callback: str) -> str:
-        """Send one SMS; returns Twilio's message SID (raises the SDK's exceptions)."""
-        message = self._client.messages.create(
-            to=to,
-            from_=self._from,
-            body=body,
-            status_callback=status_callback,
-            # A page that could not be delivered within this window is useless: drop it.
-            validity_period=self._validity_s,
-        )
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn whatever the SDK or the network raised into a :class:`SendFailed`."""
+        try:
+            yield
+        except Exception as exc:
+            kind, code = classify_twilio_error(exc)
+            raise SendFailed(
+                kind,
+                mask_phones_in(f"{type(exc).__name__}: {exc}")[:500],
+                code=code,
+                may_have_arrived=request_may_have_arrived(exc),
+                retry_after_s=retry_after_s(self._client),
+            ) from exc
+
+    def send_sms(self, to: str, body: str, *, status_callback: str, validity_s: int) -> str:
+        """Send one SMS; returns Twilio's message SID (raises :class:`SendFailed`)."""
+        with self._translated():
+            message = self._client.messages.create(
+                to=to,
+                from_=self._from,
+                body=body,
+                status_callback=status_callback,
+                # A page that could not be delivered within this window is useless: drop it.
+                validity_period=max(1, validity_s),
+            )
         log.info("sms %s queued to %s", message.sid, mask_phone(to))
         return str(message.sid)
 
     def place_call(self, to: str, twiml: str, *, status_callback: str) -> str:
         """Place one call with inline TwiML; returns the call SID."""
-        call = self._client.calls.create(
-            to=to,
-            from_=self._from,
-            twiml=twiml,
-            status_callback=status_callback,
-            status_callback_event=["initiated", "ringing", "answered", "completed"],
-            timeout=25,
-        )
+        with self._translated():
+            call = self._client.calls.create(
+                to=to,
+                from_=self._from,
+                twiml=twiml,
+                status_callback=status_callback,
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                timeout=25,
+            )
         log.info("call %s placed to %s", call.sid, mask_phone(to))
         return str(call.sid)
+
+    def end_call(self, sid: str, *, answered: bool) -> None:
+        """Hang up a call nobody needs any more: ``canceled`` while it rings, ``completed`` once answered."""
+        with self._translated():
+            self._client.calls(sid).update(status="completed" if answered else "canceled")
+        log.info("call %s ended", sid)
 
     def find_sms(self, to: str, body: str, *, since: datetime) -> str | None:
         """The SID of an SMS we already created with this exact text, or None.
@@ -87,10 +145,11 @@ class TwilioChannels:
         per-recipient code and a signed link, so the body identifies the notification.
         """
         earliest = since - _CLOCK_SKEW
-        for message in self._client.messages.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
-            created = message.date_created
-            if message.body == body and (created is None or created >= earliest):
-                return str(message.sid)
+        with self._translated():
+            for message in self._client.messages.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
+                created = message.date_created
+                if message.body == body and (created is None or created >= earliest):
+                    return str(message.sid)
         return None
 
     def find_call(self, to: str, *, since: datetime, exclude: Collection[str]) -> str | None:
@@ -100,8 +159,9 @@ class TwilioChannels:
         ``exclude`` holds the SIDs already recorded for other notifications.
         """
         earliest = since - _CLOCK_SKEW
-        for call in self._client.calls.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
-            created = call.date_created
-            if call.sid not in exclude and (created is None or created >= earliest):
-                return str(call.sid)
+        with self._translated():
+            for call in self._client.calls.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
+                created = call.date_created
+                if call.sid not in exclude and (created is None or created >= earliest):
+                    return str(call.sid)
         return None

@@ -749,3 +749,44 @@ def _fit_code_list(template: str, values: Mapping[str, str]) -> str:
         if gsm7_length(text) <= SMS_MAX_SEPTETS:
             return text
     raise ValueError(f"no room to list even one code: {template!r}")
+
+
+# ---------------------------------------------------------------------------- provider outages
+
+
+_CHANNEL_NAME: Final[Mapping[Language, Mapping[str, str]]] = MappingProxyType(
+    {
+        "id": MappingProxyType({"sms": "SMS", "voice": "telepon"}),
+        "en": MappingProxyType({"sms": "SMS", "voice": "calls"}),
+    }
+)
+
+
+def outage_text(language: Language, *, provider: str, channel: str, since_local: str, waiting: int) -> str:
+    """What supervisors are told when a provider channel has been failing for a while.
+
+    ``since_local`` is a wall-clock time in the command center's zone ("20:30:27");
+    ``waiting`` counts the pages held back, still being retried.
+    """
+    what = _CHANNEL_NAME[language].get(channel, channel)
+    if language == "id":
+        text = (
+            f"PERINGATAN: {what} {_field(provider)} gagal sejak {since_local} WIB, terus dicoba ulang. "
+            f"{waiting} pesan tertunda. Pantau konsol dan hubungi unit lewat radio."
+        )
+    else:
+        text = (
+            f"WARNING: {_field(provider)} {what} failing since {since_local} WIB, still retrying. "
+            f"{waiting} pages held back. Watch the console and reach units by radio."
+        )
+    return to_gsm7(text)
+
+
+def outage_twiml(language: Language, text: str) -> str:
+    """The outage warning spoken twice, no keypad: there is nothing to acknowledge."""
+    spoken_language, voice = VOICES[language]
+    response = VoiceResponse()
+    for _ in range(2):
+        response.say(text, language=spoken_language, voice=voice)
+    response.hangup()
+    return str(response.to_xml())

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
@@ -59,6 +59,7 @@ class RebasingTwilioHttpClient(TwilioHttpClient):
     def __init__(self, api_base: str | None, timeout_s: float) -> None:
         super().__init__(pool_connections=True, timeout=timeout_s, max_retries=0)
         self.api_base = api_base.rstrip("/") if api_base else None
+        self.retry_after_s: float | None = None
         # Passing max_retries makes the SDK mount a default adapter (pool of 10) for
         # https:// only.  Mount our own for both schemes: the sandbox's http:// then
         # behaves like production, and the pool matches the SDK's usual 32 connections.
@@ -90,8 +91,13 @@ class RebasingTwilioHttpClient(TwilioHttpClient):
         timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
-        """Send the request to the rebased URL; everything else is the SDK's own behaviour."""
-        return super().request(
+        """Send the request to the rebased URL; everything else is the SDK's own behaviour.
+
+        The SDK's exceptions carry no headers, so the answer's ``Retry-After`` is kept here
+        (reset first, so a timeout never reads the previous answer's).
+        """
+        self.retry_after_s = None
+        response = super().request(
             method,
             self.rebase(url),
             params=params,
@@ -101,6 +107,8 @@ class RebasingTwilioHttpClient(TwilioHttpClient):
             timeout=timeout,
             allow_redirects=allow_redirects,
         )
+        self.retry_after_s = _parse_retry_after(response)
+        return response
 
 
 def make_twilio_client(
@@ -161,12 +169,17 @@ def classify_twilio_error(exc: Exception) -> tuple[ErrorClass, int | None]:
       permanent; 429 and 5xx are transient.
     * ``requests`` connection errors and timeouts (and their stdlib counterparts) are
       transient: the request may never have reached Twilio.
+    * A plain ``TwilioException`` carrying an HTTP response (the SDK's "Unable to fetch page"
+      from ``list()``) is classified by that response's status, like any error answer.
     * Anything else (bad configuration, a bug) is permanent: retrying will not fix it.
     """
     if isinstance(exc, TwilioRestException | TwilioServiceException):
         status = int(exc.status)
         code = _code_or_none(exc.code, status)
         return _classify_http(status, code), code
+    answered = _response_of(exc)
+    if answered is not None:
+        return _classify_http(answered, None), None
     if isinstance(
         exc,
         requests.ConnectionError
@@ -180,6 +193,31 @@ def classify_twilio_error(exc: Exception) -> tuple[ErrorClass, int | None]:
     return "permanent", None
 
 
+def _response_of(exc: Exception) -> int | None:
+    """The HTTP status inside a plain ``TwilioException("Unable to fetch page", response)``."""
+    if not isinstance(exc, TwilioException) or len(exc.args) < 2:
+        return None
+    status = getattr(exc.args[1], "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def retry_after_s(client: Client) -> float | None:
+    """Seconds the provider asked us to wait (``Retry-After``) in its answer to the last request."""
+    value = getattr(client.http_client, "retry_after_s", None)
+    return value if isinstance(value, float) else None
+
+
+def _parse_retry_after(response: Response) -> float | None:
+    # Only the delta-seconds form: Twilio sends no HTTP dates.
+    headers = response.headers or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
 def request_may_have_arrived(exc: Exception) -> bool:
     """True when a failed API call may still have created the message or call at Twilio.
 
@@ -188,7 +226,7 @@ def request_may_have_arrived(exc: Exception) -> bool:
     connection dropped after the request went out) leaves the outcome unknown: the
     caller must look before it sends again, or one page becomes two.
     """
-    if isinstance(exc, TwilioRestException | TwilioServiceException):
+    if isinstance(exc, TwilioRestException | TwilioServiceException) or _response_of(exc) is not None:
         return False
     if isinstance(exc, requests.ConnectTimeout):
         return False

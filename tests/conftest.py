@@ -27,6 +27,9 @@ from dispatch.service import DispatchService
 from foundation.db import make_engine, make_session_factory, transaction
 from foundation.settings import Settings, load_settings
 
+# Real `dispatch serve` processes (the `processes` fixture) for crash, multi-worker and outage tests.
+pytest_plugins = ["tests.fleet"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ROSTER = ROOT / "config" / "roster.example.yaml"
 

@@ -21,6 +21,11 @@ class ServiceProcess:
         self._lines: list[str] = []
         self._process: subprocess.Popen[str] | None = None
 
+    @property
+    def port(self) -> int:
+        """The web port (the console, the API, /healthz and Twilio's webhooks)."""
+        return self._port
+
     def start(self) -> ServiceProcess:
         self._lines.clear()
         self._process = subprocess.Popen(

@@ -22,7 +22,7 @@ def test_healthz_is_200_with_database_and_broker_then_503_when_the_broker_is_los
     service.gateway.stop()
     # requests.Response is falsy for 5xx, so poll on the decoded body instead.
     body = eventually(lambda: (r := requests.get(url, timeout=5)).status_code == 503 and r.json())
-    assert body == {"status": "degraded", "database": "ok", "mqtt": "disconnected"}
+    assert body == {"status": "failing", "database": "ok", "mqtt": "disconnected"}
 
 
 def test_metrics_need_a_token_and_count_messages(

@@ -25,6 +25,8 @@ class WebContext:
     sessions: sessionmaker[Session]
     metrics: Metrics
     mqtt_connected: Callable[[], bool]
+    # (failing, degraded): stalls that make /healthz 503; provider outages and the like that it reports
+    health_details: Callable[[], tuple[dict[str, str], dict[str, str]]]
     public_base: Callable[[], str]
     twilio_auth_token: str
     signing_key: bytes

@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from dispatch.auth import require_role
 
@@ -15,22 +14,40 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> tuple[dict[str, Any], int]:
-    """200 when both the database and the MQTT broker are usable, else 503 with details.
+    """Is this process doing its job?
 
-    Unauthenticated on purpose (load balancers and monitors call it) and so it
-    reveals no data: states only.
+    - 200 ``ok``: database reachable, broker connected, every job and the MQTT handler moving.
+    - 200 ``degraded``: working, but something needs a person (a phone provider failing and
+      being retried, a lost MQTT session, results waiting for the database); listed in
+      ``degraded``. Taking the process out of rotation would not help, so it stays 200.
+    - 503 ``failing``: the database or the broker is unreachable, or something stands still
+      (``stalled``: a job, or received messages with nothing committed).
+
+    Unauthenticated on purpose (load balancers and monitors call it) and so it reveals no
+    data: states only.
     """
     context = current_app.extensions["dispatch"]
     database = "ok"
     try:
-        with context.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        # A bare DBAPI connection: a SQLAlchemy transaction would take SQLite's write lock
+        # (BEGIN IMMEDIATE, foundation.db) and wait behind a busy writer instead of answering.
+        connection = context.engine.raw_connection()
+        try:
+            connection.cursor().execute("SELECT 1")
+        finally:
+            connection.close()
     except Exception as exc:
         database = f"error: {type(exc).__name__}"
     mqtt = "connected" if context.mqtt_connected() else "disconnected"
-    healthy = database == "ok" and mqtt == "connected"
-    body = {"status": "ok" if healthy else "degraded", "database": database, "mqtt": mqtt}
-    return body, 200 if healthy else 503
+    stalled, degraded = context.health_details()
+    failing = database != "ok" or mqtt != "connected" or bool(stalled)
+    status = "failing" if failing else "degraded" if degraded else "ok"
+    body: dict[str, Any] = {"status": status, "database": database, "mqtt": mqtt}
+    if stalled:
+        body["stalled"] = stalled
+    if degraded:
+        body["degraded"] = degraded
+    return body, 503 if failing else 200
 
 
 @bp.get("/metrics")
