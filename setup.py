@@ -30,6 +30,7 @@ setup(
     install_requires=[
         "flask>=3.0,<4",
         "twilio>=9,<10",
+        "android-sms-gateway>=4.3,<5",  # SMS Gateway for Android: two-way SMS through a local SIM (+62)
         "paho-mqtt>=2.1,<3",
         "geopy>=2.4,<3",
         "geographiclib>=2,<3",  # geopy's own geodesic engine, called directly by the matcher

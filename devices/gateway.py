@@ -93,6 +93,7 @@ class MqttGateway:
         reconnect_max_s: float = 30.0,
         handler_attempts: int = 3,
         default_username: str = "dispatch",
+        on_session_lost: Callable[[], None] | None = None,
     ) -> None:
         self.address = BrokerAddress.from_url(url)
         self.client_id = client_id
@@ -103,6 +104,7 @@ class MqttGateway:
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._handler_attempts = handler_attempts
+        self._on_session_lost = on_session_lost
         self._stopping = threading.Event()
         self._connected = threading.Event()
         # Messages handed over by the network thread, with the connection they came on.
@@ -210,6 +212,8 @@ class MqttGateway:
                 # Whatever was published for us while we were away went with the session.
                 self.session_lost_at = datetime.now(UTC)
                 self.sessions_lost += 1
+                if self._on_session_lost is not None:
+                    self._on_session_lost()
                 log.error(
                     "mqtt session LOST: the broker kept no session for %s; presses published while we were "
                     "disconnected may be lost (was the client id taken by someone else, or the broker reset?)",

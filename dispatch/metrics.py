@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -47,5 +47,27 @@ class Metrics:
             "Time from receiving an MQTT message to committing its effect",
             ["kind"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.provider_up = Gauge(
+            "dispatch_provider_up",
+            "1 while the phone provider answers on this channel, 0 while it fails (5xx, 429, timeouts)",
+            ["provider", "channel"],
+            registry=self.registry,
+        )
+        self.provider_failures = Counter(
+            "dispatch_provider_failures",
+            "Requests to the phone provider that failed, by kind (transient, permanent)",
+            ["provider", "channel", "kind"],
+            registry=self.registry,
+        )
+        self.notifications_in_doubt = Counter(
+            "dispatch_notifications_in_doubt",
+            "Pages whose request may have reached the provider without an answer (looked up before any resend)",
+            registry=self.registry,
+        )
+        self.mqtt_sessions_lost = Counter(
+            "dispatch_mqtt_sessions_lost",
+            "Reconnects on which the broker had no session for us: presses published meanwhile may be lost",
             registry=self.registry,
         )

@@ -199,13 +199,17 @@ class Notification(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    # None only for an answer to an SMS that named no incident ("which alert: 3 or 5?").
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"))
     assignment_id: Mapped[int | None] = mapped_column(ForeignKey("assignments.id"))
     step_id: Mapped[int | None] = mapped_column(ForeignKey("escalation_steps.id"))
     recipient_kind: Mapped[str] = mapped_column(String(16))  # unit | supervisor | resident
     recipient_id: Mapped[str] = mapped_column(String(64))
     to_number: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(8))  # sms | voice
+    # Which provider carries it ("twilio", "sms_gateway"): chosen by the outbox when first claimed
+    # (dispatch/routing.py), fixed while a request may be in doubt, changed only when one is down.
+    provider: Mapped[str | None] = mapped_column(String(16))
     language: Mapped[str] = mapped_column(String(2), default="id")
     alert_code: Mapped[int | None]
     body: Mapped[str] = mapped_column(Text, default="")  # SMS text, or TwiML for a call
@@ -281,6 +285,19 @@ class InboundSms(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     outcome: Mapped[str] = mapped_column(String(32))  # applied | error | ignored
     reply: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProviderEvent(Base):
+    """Each signed webhook event a provider sent us, once: a second delivery of the same event is a replay."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class LinkUse(Base):

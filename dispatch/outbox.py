@@ -29,7 +29,7 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,8 +39,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dispatch import provider_health, timeline
+from dispatch import provider_health, routing, timeline
 from dispatch.alerts import insert_notification
+from dispatch.metrics import Metrics
 from dispatch.models import Assignment, EscalationStep, Notification
 from dispatch.provider_health import ProviderHealth
 from foundation.clock import utcnow
@@ -49,6 +50,7 @@ from foundation.logsafe import mask_phone
 from foundation.settings import Settings
 from responders import messages
 from responders.channels import Channels, SendFailed
+from responders.models import Supervisor, Unit
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ MAX_UNSAVED = 10_000
 @dataclass(frozen=True)
 class SendResult:
     notification_id: int
-    outcome: str  # sent | found | retry | looking | failed | expired | cancelled
+    outcome: str  # sent | found | retry | rerouted | looking | failed | expired | cancelled
     detail: str = ""
 
 
@@ -88,22 +90,20 @@ class Outbox:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        channels: Channels,
+        providers: Mapping[str, Channels],
         settings: Settings,
-        public_base: Callable[[], str],
         *,
         worker_id: str,
-        health: ProviderHealth | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
         jitter: Callable[[], float] = random.random,
         progress: Callable[[], None] = lambda: None,
     ) -> None:
         self._sessions = sessions
-        self._channels = channels
+        self._providers = dict(providers)
         self._settings = settings
-        self._public_base = public_base
         self._worker_id = worker_id
-        self.health = health or ProviderHealth(channels.name)
+        self.healths = {key: ProviderHealth(provider.name, metrics) for key, provider in self._providers.items()}
         self._clock = clock
         self._jitter = jitter
         self._progress = progress  # the watchdog's heartbeat: a long run of slow requests is not a stall
@@ -186,8 +186,25 @@ class Outbox:
                 return None
             row = session.get_one(Notification, claimed_id)
             session.refresh(row)
+            if row.provider is None:
+                # Chosen once, with the claim, so a request in doubt is looked up where it went.
+                options = self._routes(session, row)
+                row.provider = options[0] if options else None
+            session.flush()
             session.expunge(row)
             return row
+
+    def _routes(self, session: Session, row: Notification) -> list[str]:
+        """The providers able to carry this row to its recipient, best first (dispatch/routing.py)."""
+        preferences: list[str] = []
+        if row.recipient_kind == "unit":
+            preferences = list(session.execute(select(Unit.channels).where(Unit.id == row.recipient_id)).scalar() or [])
+        elif row.recipient_kind == "supervisor":
+            query = select(Supervisor.channels).where(Supervisor.id == row.recipient_id)
+            preferences = list(session.execute(query).scalar() or [])
+        return routing.candidates(
+            row.channel, row.to_number, preferences, self._providers, self._settings.sms_gateway.countries
+        )
 
     def recover_abandoned(self, *, at_start: bool = False) -> int:
         """Rows left ``sending`` by a dead sender go back to the queue, in doubt.
@@ -223,13 +240,27 @@ class Outbox:
                 )
                 count += 1
         if count:
+            next(iter(self.healths.values())).in_doubt(count)
             log.warning("%d notifications left mid-send by a stopped sender: looking them up before any resend", count)
         return count
 
     # -- sending one row --------------------------------------------------------------
 
+    def provider(self, key: str) -> Channels | None:
+        """The provider wired under ``key`` (dispatch/routing.py), if any."""
+        return self._providers.get(key)
+
+    def _provider(self, row: Notification) -> Channels:
+        return self._providers[row.provider or ""]
+
+    def _health(self, row: Notification) -> ProviderHealth:
+        return self.healths[row.provider or ""]
+
     def _send(self, row: Notification) -> SendResult:
         now = self._clock()
+        if row.provider not in self._providers:
+            failure = SendFailed("permanent", f"no provider configured for {row.channel} to this recipient")
+            return self._failed(row, failure)
         useful_until = row.created_at + timedelta(seconds=self._settings.twilio.sms_validity_s)
         if now >= useful_until:
             return self._expire(row, now)
@@ -237,17 +268,17 @@ class Outbox:
             decided = self._look_up(row, now)
             if decided is not None:
                 return decided
-        base = self._public_base()
+        provider = self._provider(row)
         try:
             if row.channel == "voice":
-                sid = self._channels.place_call(row.to_number, row.body, status_callback=f"{base}/twilio/voice/status")
+                sid = provider.place_call(row.to_number, row.body)
             else:
-                sid = self._channels.send_sms(
+                sid = provider.send_sms(
                     row.to_number,
                     row.body,
-                    status_callback=f"{base}/twilio/sms/status",
                     # Never delivered after it stopped being useful.
                     validity_s=int((useful_until - now).total_seconds()),
+                    key=_key(row),
                 )
         except SendFailed as failure:
             return self._failed(row, failure)
@@ -264,7 +295,7 @@ class Outbox:
                 "%s %s: the attempt in doubt had reached %s as %s; not resent",
                 row.channel,
                 row.id,
-                self._channels.name,
+                self._provider(row).name,
                 found,
             )
             return self._sent(row, found, now, found_after=row.lookups + 1)
@@ -302,7 +333,7 @@ class Outbox:
         """What an earlier, unanswered attempt created at the provider, if anything."""
         since = row.doubt_since or row.created_at
         if row.channel != "voice":
-            return self._channels.find_sms(row.to_number, row.body, since=since)
+            return self._provider(row).find_sms(row.to_number, row.body, since=since, key=_key(row))
         with self._sessions() as session:
             owned = session.execute(
                 select(Notification.provider_sid).where(
@@ -312,7 +343,7 @@ class Outbox:
                 )
             ).scalars()
             exclude = {sid for sid in owned if sid}
-        return self._channels.find_call(row.to_number, since=since, exclude=exclude)
+        return self._provider(row).find_call(row.to_number, since=since, exclude=exclude)
 
     # -- recording results ------------------------------------------------------------
 
@@ -351,7 +382,7 @@ class Outbox:
                 alert_code=row.alert_code,
                 found_after_lookups=found_after,  # said only when it happened
             )
-            self.health.succeeded(session, row.channel, now)
+            self._health(row).succeeded(session, row.channel, now)
 
         self._save(f"{row.channel} {row.id} sent as {sid}", save)
         return SendResult(row.id, "found" if found_after else "sent", sid)
@@ -359,6 +390,8 @@ class Outbox:
     def _failed(self, row: Notification, failure: SendFailed) -> SendResult:
         now = self._clock()
         if failure.kind == "permanent":
+            if row.provider in self.healths:
+                self._health(row).permanent_failure(row.channel)
             self._save(
                 f"{row.channel} {row.id} failed", lambda session: self._fail_for_good(session, row, failure, now)
             )
@@ -372,15 +405,20 @@ class Outbox:
             )
             return SendResult(row.id, "failed", failure.detail)
         delay = self._backoff(row.attempts, failure.retry_after_s)
+        if not failure.may_have_arrived and not row.outcome_unknown:
+            rerouted = self._reroute(row, failure, now)
+            if rerouted is not None:
+                return rerouted
 
         def save(session: Session) -> None:
-            since = self.health.failed(session, row.channel, failure.detail, now, row.incident_id)
+            since = self._health(row).failed(session, row.channel, failure.detail, now, row.incident_id)
             current = self._release(session, row.id, now + timedelta(seconds=delay))
             if current is None:
                 return
             first_failure = current.last_error is None
             current.last_error, current.error_code = failure.detail, failure.code
             if failure.may_have_arrived:
+                self._health(row).in_doubt()
                 current.outcome_unknown = True
                 current.doubt_since = row.claimed_at or now
                 current.lookups = 0
@@ -390,7 +428,7 @@ class Outbox:
                     "provider_unreachable",
                     row,
                     now,
-                    provider=self._channels.name,
+                    provider=self._provider(row).name,
                     channel=row.channel,
                     since=since.isoformat(),
                     error=failure.detail[:200],
@@ -403,11 +441,40 @@ class Outbox:
             row.channel,
             row.id,
             mask_phone(row.to_number),
-            self._channels.name,
+            self._provider(row).name,
             failure.detail[:200],
             delay,
         )
         return SendResult(row.id, "retry", failure.detail)
+
+    def _reroute(self, row: Notification, failure: SendFailed, now: datetime) -> SendResult | None:
+        """The provider is down and the page surely did not go through it: use the recipient's next one."""
+        with self._sessions() as session:
+            options = self._routes(session, row)
+        following = routing.after(row.provider or "", options)
+        if following is None:
+            return None
+
+        def save(session: Session) -> None:
+            self._health(row).failed(session, row.channel, failure.detail, now, row.incident_id)
+            current = self._release(session, row.id, now)
+            if current is None:
+                return
+            current.provider, current.last_error, current.error_code = following, failure.detail, failure.code
+            _record(
+                session,
+                "page_rerouted",
+                row,
+                now,
+                channel=row.channel,
+                provider=self._provider(row).name,
+                to_provider=self._providers[following].name,
+                reason=failure.detail[:200],
+            )
+
+        self._save(f"{row.channel} {row.id} rerouted", save)
+        log.warning("%s %s: %s down (%s); using %s", row.channel, row.id, row.provider, failure.detail[:120], following)
+        return SendResult(row.id, "rerouted", failure.detail)
 
     def _backoff(self, attempts: int, retry_after_s: float | None) -> float:
         twilio = self._settings.twilio
@@ -528,14 +595,17 @@ class Outbox:
             )
             for row in rows:
                 row.hangup_done_at = now  # claimed; reset below if the provider could not be reached
-            claimed = [(row.id, row.incident_id, row.provider_sid or "", row.state, row.recipient_id) for row in rows]
+            claimed = [
+                (row.id, row.incident_id, row.provider_sid or "", row.state, row.recipient_id, row.provider)
+                for row in rows
+            ]
         ended = 0
-        for notification_id, incident_id, sid, state, recipient in claimed:
-            if state not in LIVE_CALL_STATES:
+        for notification_id, incident_id, sid, state, recipient, provider in claimed:
+            if state not in LIVE_CALL_STATES or provider not in self._providers:
                 continue  # it ended by itself
             error: str | None = None
             try:
-                self._channels.end_call(sid, answered=state in ("in-progress", "answered"))
+                self._providers[provider].end_call(sid, answered=state in ("in-progress", "answered"))
                 ended += 1
             except SendFailed as failure:
                 if failure.kind == "transient":
@@ -585,7 +655,7 @@ class Outbox:
 
 
 def _call_ended(
-    incident_id: int, notification_id: int, recipient: str, sid: str, error: str | None, now: datetime
+    incident_id: int | None, notification_id: int, recipient: str, sid: str, error: str | None, now: datetime
 ) -> Callable[[Session], None]:
     def save(session: Session) -> None:
         timeline.record(
@@ -602,6 +672,11 @@ def _call_ended(
         )
 
     return save
+
+
+def _key(row: Notification) -> str:
+    """The provider-side id of a page where the provider takes ours (the SMS gateway): stable per row."""
+    return f"dispatch-n{row.id}"
 
 
 def _hangup_retry(notification_id: int) -> Callable[[Session], None]:

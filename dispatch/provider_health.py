@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dispatch import timeline
+from dispatch.metrics import Metrics
 from dispatch.models import Notification, ProviderOutage
 from responders.models import Supervisor
 
@@ -38,8 +39,9 @@ class ProviderHealth:
     down, down to up) and one row update per failure touch the database.
     """
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, metrics: Metrics | None = None) -> None:
         self.provider = provider
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._down_since: dict[str, datetime] = {}
         self._last_error: dict[str, str] = {}
@@ -60,6 +62,9 @@ class ProviderHealth:
         with self._lock:
             since = self._down_since.setdefault(channel, now)
             self._last_error[channel] = detail
+        if self._metrics is not None:
+            self._metrics.provider_up.labels(self.provider, channel).set(0)
+            self._metrics.provider_failures.labels(self.provider, channel, "transient").inc()
         open_row = session.execute(
             select(ProviderOutage)
             .where(
@@ -89,11 +94,22 @@ class ProviderHealth:
         open_row.failures += 1
         return min(open_row.started_at, since)
 
+    def in_doubt(self, count: int = 1) -> None:
+        """Pages whose request may have reached the provider unanswered (a metric only)."""
+        if self._metrics is not None and count:
+            self._metrics.notifications_in_doubt.inc(count)
+
+    def permanent_failure(self, channel: str) -> None:
+        if self._metrics is not None:
+            self._metrics.provider_failures.labels(self.provider, channel, "permanent").inc()
+
     def succeeded(self, session: Session, channel: str, now: datetime) -> None:
         """A request on ``channel`` was answered: close this process's outage, if it saw one."""
         with self._lock:
             since = self._down_since.pop(channel, None)
             self._last_error.pop(channel, None)
+        if self._metrics is not None:
+            self._metrics.provider_up.labels(self.provider, channel).set(1)
         if since is None:
             return
         session.execute(

@@ -27,12 +27,18 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# How a responder is reached, best first: the local SMS gateway, Twilio SMS (send-only from +62,
+# with the one-tap link), a voice call. Empty: the country rule (foundation.settings.SmsGatewaySettings).
+Channel = Literal["sms_gateway", "sms", "voice"]
+
+
 class UnitEntry(_Entry):
     id: Id
     service: Service
     name: str = Field(min_length=1, max_length=200)
     phone: E164
     language: Literal["id", "en"] = "id"
+    channels: list[Channel] = []
     station: tuple[Lat, Lon]
     active: bool = True
 
@@ -43,6 +49,7 @@ class SupervisorEntry(_Entry):
     name: str = Field(min_length=1, max_length=200)
     phone: E164
     language: Literal["id", "en"] = "id"
+    channels: list[Channel] = []
     active: bool = True
 
 
@@ -121,6 +128,7 @@ def apply_roster(session: Session, roster: Roster) -> dict[str, int]:
         unit = session.get(Unit, u.id) or Unit(id=u.id, status="available")
         unit.service, unit.name, unit.phone, unit.language = u.service, u.name, u.phone, u.language
         unit.station_lat, unit.station_lon = u.station
+        unit.channels = list(u.channels)
         unit.active = u.active
         session.add(unit)
         counts["units"] += 1
@@ -133,6 +141,7 @@ def apply_roster(session: Session, roster: Roster) -> dict[str, int]:
             s.language,
             s.active,
         )
+        sup.channels = list(s.channels)
         session.add(sup)
         counts["supervisors"] += 1
     for d in roster.devices:

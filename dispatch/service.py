@@ -24,7 +24,7 @@ from waitress.server import create_server
 
 from devices.broker import EmbeddedBroker
 from devices.gateway import MqttGateway
-from dispatch import database
+from dispatch import database, routing
 from dispatch.auditor import audit
 from dispatch.calls import CallDesk
 from dispatch.device_health import HealthPolicy, check_devices
@@ -33,15 +33,15 @@ from dispatch.geocoding import make_geocoder
 from dispatch.inbound import SUBSCRIPTIONS, InboundRouter
 from dispatch.metrics import Metrics
 from dispatch.outbox import Outbox
-from dispatch.provider_health import ProviderHealth
 from dispatch.retention import Purged, RetentionPolicy, purge_inbound
 from dispatch.watchdog import Watchdog
-from dispatch.web import WebContext, create_app
+from dispatch.web import WebContext, create_app, sms_gateway_hooks
 from foundation.clock import as_utc, utcnow
 from foundation.db import make_engine, make_session_factory, transaction
 from foundation.settings import Settings
-from responders.channels import TwilioChannels
+from responders.channels import Channels, SendFailed, TwilioChannels
 from responders.sandbox import SandboxStore, create_sandbox_blueprint
+from responders.sms_gateway import AndroidSmsGateway
 from responders.twilio_client import make_twilio_client
 
 log = logging.getLogger(__name__)
@@ -90,16 +90,15 @@ class DispatchService:
         self.sessions = make_session_factory(self.engine)
         self.web_port = settings.web.port or _free_port(settings.web.host)
 
-        channels, self.twilio_auth_token, extra_blueprints = self._phone_provider()
+        providers, self.twilio_auth_token, extra_blueprints = self._phone_providers()
         self.escalation = EscalationEngine(self.sessions, settings, self._publish, lambda: self.public_base)
         self.watchdog = Watchdog(settings.watchdog.stall_after_s, lambda: self.gateway.stalled_for())
         self.outbox = Outbox(
             self.sessions,
-            channels,
+            providers,
             settings,
-            lambda: self.public_base,
             worker_id=settings.mqtt.client_id,
-            health=ProviderHealth(channels.name),
+            metrics=self.metrics,
             progress=lambda: self.watchdog.beat("outbox"),
         )
         # Our own rows left mid-send by this worker's previous life: look them up now, not after the lease.
@@ -139,6 +138,7 @@ class DispatchService:
             reconnect_min_s=settings.mqtt.reconnect_min_s,
             reconnect_max_s=settings.mqtt.reconnect_max_s,
             handler_attempts=settings.mqtt.handler_attempts,
+            on_session_lost=self.metrics.mqtt_sessions_lost.inc,
         )
 
         # The web server also hosts the Twilio webhooks (and the sandbox in demo mode).
@@ -168,6 +168,7 @@ class DispatchService:
         self._web_thread.start()
         log.info("web console and API on http://%s:%s", settings.web.host, self.web_port)
 
+        self._register_sms_gateway_webhooks()
         self.gateway.start()
         tick = settings.escalation.tick_s
         for job_id, every_s in (("steps", tick), ("outbox", tick), ("auditor", settings.escalation.auditor_every_s)):
@@ -196,8 +197,12 @@ class DispatchService:
         )
         self.scheduler.start()
 
-    def _phone_provider(self) -> tuple[TwilioChannels, str, list[tuple[Blueprint, str]]]:
-        """Real Twilio when an account is configured, else the built-in sandbox; same SDK path."""
+    def _phone_providers(self) -> tuple[dict[str, Channels], str, list[tuple[Blueprint, str]]]:
+        """The providers by key (dispatch/routing.py), Twilio's auth token, and blueprints to mount.
+
+        Twilio: the real account when configured, else the built-in sandbox; same SDK path.
+        The SMS gateway: when ``sms_gateway.url`` is set.
+        """
         twilio = self.settings.twilio
         blueprints: list[tuple[Blueprint, str]] = []
         if twilio.account_sid and twilio.auth_token:
@@ -220,11 +225,30 @@ class DispatchService:
             )
             blueprints.append((blueprint, SANDBOX_PREFIX))
             log.warning("no TWILIO_ACCOUNT_SID: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
-        channels = TwilioChannels(
-            partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
-            twilio.from_number,
-        )
-        return channels, token, blueprints
+        providers: dict[str, Channels] = {
+            routing.TWILIO: TwilioChannels(
+                partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
+                twilio.from_number,
+                lambda: self.public_base,
+            )
+        }
+        gateway = self.settings.sms_gateway
+        if gateway.url and gateway.username and gateway.password:
+            providers[routing.GATEWAY] = AndroidSmsGateway(
+                gateway.url, gateway.username, gateway.password.get_secret_value(), timeout_s=gateway.timeout_s
+            )
+        return providers, token, blueprints
+
+    def _register_sms_gateway_webhooks(self) -> None:
+        """Tell the SMS gateway where replies and delivery reports go (sms_gateway.register_webhooks)."""
+        provider = self.outbox.provider(routing.GATEWAY)
+        if not isinstance(provider, AndroidSmsGateway) or not self.settings.sms_gateway.register_webhooks:
+            return
+        url = f"{self.public_base}/sms-gateway/events"
+        try:
+            provider.register_webhooks(url, sms_gateway_hooks.EVENTS)
+        except SendFailed as failure:
+            log.error("could not register the SMS gateway webhooks at %s (%s): register them by hand", url, failure)
 
     def _serve_web(self) -> None:
         try:
@@ -315,10 +339,11 @@ class DispatchService:
         failing = self.watchdog.stalls() if hasattr(self, "watchdog") else {}
         degraded: dict[str, str] = {}
         if hasattr(self, "outbox"):
-            for state in self.outbox.health.snapshot():
-                if state.down_since is not None:
-                    since = state.down_since.astimezone(self.settings.local_zone).strftime("%H:%M:%S")
-                    degraded[f"{self.outbox.health.provider} {state.channel}"] = f"unreachable since {since}, retrying"
+            for health in self.outbox.healths.values():
+                for state in health.snapshot():
+                    if state.down_since is not None:
+                        since = state.down_since.astimezone(self.settings.local_zone).strftime("%H:%M:%S")
+                        degraded[f"{health.provider} {state.channel}"] = f"unreachable since {since}, retrying"
             if self.outbox.unsaved:
                 degraded["outbox"] = f"{self.outbox.unsaved} results waiting for the database"
         lost = self.gateway.session_lost_at if hasattr(self, "gateway") else None

@@ -40,6 +40,10 @@ SHORTCUTS = {
     "TWILIO_AUTH_TOKEN": ("twilio", "auth_token"),
     "TWILIO_FROM_NUMBER": ("twilio", "from_number"),
     "TWILIO_API_BASE": ("twilio", "api_base"),
+    "SMS_GATEWAY_URL": ("sms_gateway", "url"),
+    "SMS_GATEWAY_USERNAME": ("sms_gateway", "username"),
+    "SMS_GATEWAY_PASSWORD": ("sms_gateway", "password"),
+    "SMS_GATEWAY_SIGNING_KEY": ("sms_gateway", "signing_key"),
 }
 Service = Literal["police", "disaster", "ambulance"]
 
@@ -151,6 +155,36 @@ class TwilioSettings(_Section):
         return self
 
 
+class SmsGatewaySettings(_Section):
+    """SMS Gateway for Android (local-server mode): two-way SMS through a local SIM.
+
+    Without a URL it is not used. Credentials and the webhook signing key come from the
+    environment (SMS_GATEWAY_USERNAME, SMS_GATEWAY_PASSWORD, SMS_GATEWAY_SIGNING_KEY).
+    """
+
+    url: str | None = None  # e.g. http://192.168.1.20:8080 (what the app shows under "Local server")
+    username: str | None = None
+    password: SecretStr | None = None
+    signing_key: SecretStr | None = None
+    timeout_s: float = Field(default=10, gt=0, le=60)
+    # A webhook whose X-Timestamp is further than this from our clock is refused (replays).
+    max_clock_skew_s: float = Field(default=300, gt=0)
+    # Country rule: SMS to numbers starting with these go through the gateway first (then Twilio,
+    # send-only, with the one-tap link); a responder's own `channels` in the roster come first.
+    countries: tuple[str, ...] = ("+62",)
+    # Register our webhook URLs on the gateway at start (else register them by hand, see README).
+    register_webhooks: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> SmsGatewaySettings:
+        if self.url and not (self.username and self.password and self.signing_key):
+            raise ValueError(
+                "SMS_GATEWAY_USERNAME, SMS_GATEWAY_PASSWORD and SMS_GATEWAY_SIGNING_KEY "
+                "are required with SMS_GATEWAY_URL"
+            )
+        return self
+
+
 class EscalationStep(_Section):
     after_s: float = Field(ge=0)
     action: Literal["notify_unit", "next_unit", "supervisor"]
@@ -223,6 +257,7 @@ class Settings(_Section):
     retention: RetentionSettings = RetentionSettings()
     watchdog: WatchdogSettings = WatchdogSettings()
     twilio: TwilioSettings = TwilioSettings()
+    sms_gateway: SmsGatewaySettings = SmsGatewaySettings()
     escalation: EscalationSettings = EscalationSettings()
     geocoding: GeocodingSettings = GeocodingSettings()
     console: ConsoleSettings = ConsoleSettings()

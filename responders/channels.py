@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 # Twilio's clock and ours may disagree; look this far before the moment we wrote the row.
 _CLOCK_SKEW = timedelta(minutes=2)
-_LOOKUP_LIMIT = 50
+# Lists come newest first; a lookup pages back until it passes the attempt's time. A unit paged
+# hundreds of times in a burst has that many messages newer than the one in doubt.
+_LOOKUP_PAGE = 200
+_LOOKUP_MAX = 5000
 
 
 class SendFailed(Exception):
@@ -54,17 +57,23 @@ class SendFailed(Exception):
 
 
 class Channels(Protocol):
-    """What the outbox needs from a phone provider."""
+    """What the outbox needs from a phone provider (Twilio, the SMS gateway, ...).
+
+    Each provider knows where its own delivery reports come back to; ``key`` is the outbox
+    row's stable id, which a provider that accepts client ids (the SMS gateway) uses so a
+    lost answer can be settled by asking for it.
+    """
 
     name: str  # shown to operators: "Twilio unreachable since 20:30:27"
+    supports: frozenset[str]  # "sms", "voice"
 
-    def send_sms(self, to: str, body: str, *, status_callback: str, validity_s: int) -> str: ...
+    def send_sms(self, to: str, body: str, *, validity_s: int, key: str) -> str: ...
 
-    def place_call(self, to: str, twiml: str, *, status_callback: str) -> str: ...
+    def place_call(self, to: str, twiml: str) -> str: ...
 
     def end_call(self, sid: str, *, answered: bool) -> None: ...
 
-    def find_sms(self, to: str, body: str, *, since: datetime) -> str | None: ...
+    def find_sms(self, to: str, body: str, *, since: datetime, key: str) -> str | None: ...
 
     def find_call(self, to: str, *, since: datetime, exclude: Collection[str]) -> str | None: ...
 
@@ -73,9 +82,11 @@ class TwilioChannels:
     """SMS and voice through one Twilio (or Twilio-compatible) account."""
 
     name = "Twilio"
+    supports = frozenset({"sms", "voice"})
 
-    def __init__(self, make_client: Callable[[], Client], from_number: str) -> None:
+    def __init__(self, make_client: Callable[[], Client], from_number: str, public_base: Callable[[], str]) -> None:
         self._make_client = make_client
+        self._public_base = public_base  # Twilio's status callbacks come back to our /twilio/... webhooks
         self._local = threading.local()
         self._local.client = make_client()  # a configuration error shows at start, not at the first page
         self._from = from_number
@@ -104,28 +115,31 @@ class TwilioChannels:
                 retry_after_s=retry_after_s(self._client),
             ) from exc
 
-    def send_sms(self, to: str, body: str, *, status_callback: str, validity_s: int) -> str:
-        """Send one SMS; returns Twilio's message SID (raises :class:`SendFailed`)."""
+    def send_sms(self, to: str, body: str, *, validity_s: int, key: str = "") -> str:
+        """Send one SMS; returns Twilio's message SID (raises :class:`SendFailed`).
+
+        Twilio takes no client id (``key``): a lost answer is settled by text (``find_sms``).
+        """
         with self._translated():
             message = self._client.messages.create(
                 to=to,
                 from_=self._from,
                 body=body,
-                status_callback=status_callback,
+                status_callback=f"{self._public_base()}/twilio/sms/status",
                 # A page that could not be delivered within this window is useless: drop it.
                 validity_period=max(1, validity_s),
             )
         log.info("sms %s queued to %s", message.sid, mask_phone(to))
         return str(message.sid)
 
-    def place_call(self, to: str, twiml: str, *, status_callback: str) -> str:
+    def place_call(self, to: str, twiml: str) -> str:
         """Place one call with inline TwiML; returns the call SID."""
         with self._translated():
             call = self._client.calls.create(
                 to=to,
                 from_=self._from,
                 twiml=twiml,
-                status_callback=status_callback,
+                status_callback=f"{self._public_base()}/twilio/voice/status",
                 status_callback_event=["initiated", "ringing", "answered", "completed"],
                 timeout=25,
             )
@@ -138,7 +152,7 @@ class TwilioChannels:
             self._client.calls(sid).update(status="completed" if answered else "canceled")
         log.info("call %s ended", sid)
 
-    def find_sms(self, to: str, body: str, *, since: datetime) -> str | None:
+    def find_sms(self, to: str, body: str, *, since: datetime, key: str = "") -> str | None:
         """The SID of an SMS we already created with this exact text, or None.
 
         Used after a send whose answer never came back. Each alert's text carries a
@@ -146,9 +160,12 @@ class TwilioChannels:
         """
         earliest = since - _CLOCK_SKEW
         with self._translated():
-            for message in self._client.messages.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
+            listed = self._client.messages.stream(to=to, from_=self._from, limit=_LOOKUP_MAX, page_size=_LOOKUP_PAGE)
+            for message in listed:
                 created = message.date_created
-                if message.body == body and (created is None or created >= earliest):
+                if created is not None and created < earliest:
+                    break  # older than the attempt: it is not there
+                if message.body == body:
                     return str(message.sid)
         return None
 
@@ -160,8 +177,11 @@ class TwilioChannels:
         """
         earliest = since - _CLOCK_SKEW
         with self._translated():
-            for call in self._client.calls.list(to=to, from_=self._from, limit=_LOOKUP_LIMIT):
+            listed = self._client.calls.stream(to=to, from_=self._from, limit=_LOOKUP_MAX, page_size=_LOOKUP_PAGE)
+            for call in listed:
                 created = call.date_created
-                if call.sid not in exclude and (created is None or created >= earliest):
+                if created is not None and created < earliest:
+                    break
+                if call.sid not in exclude:
                     return str(call.sid)
         return None

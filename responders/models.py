@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import JSON, CheckConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from foundation.clock import utcnow
@@ -26,6 +26,8 @@ class Unit(Base):
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str] = mapped_column(String(20))
     language: Mapped[str] = mapped_column(String(2), default="id")
+    # How to reach the unit, best first (sms_gateway, sms, voice); empty: the country rule decides.
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     station_lat: Mapped[float]
     station_lon: Mapped[float]
     active: Mapped[bool] = mapped_column(default=True)
@@ -66,6 +68,7 @@ class Supervisor(Base):
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str] = mapped_column(String(20))
     language: Mapped[str] = mapped_column(String(2), default="id")
+    channels: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -7,13 +7,17 @@ tests/soak/ repeats them long (30 s outages, 5 SIGKILLs, 20 database outages).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from devices.simulator import SimulatedDevice
+from dispatch.service import DispatchService
 from tests import outage_scenarios as scenarios
+from tests.conftest import eventually
+from tests.responder_helpers import UNIT_PHONES, fast_escalation, kinds, notifications, sandbox, texts_to
 from tests.tcp_fault_proxy import TcpFaultProxy
 
 
@@ -54,3 +58,27 @@ def test_the_database_going_away_twice_loses_no_press_and_no_page(
 ) -> None:
     url, proxy = proxied_database
     scenarios.database_outages(processes, sessions, broker_url, url, proxy.outage, outages=2, seconds=5)
+
+
+@pytest.mark.slow
+def test_an_sms_that_went_out_while_the_database_was_down_is_recorded_as_sent_when_it_is_back(
+    start_service: Callable[..., DispatchService],
+    roster: None,
+    sessions: sessionmaker[Session],
+    proxied_database: tuple[str, TcpFaultProxy],
+) -> None:
+    url, proxy = proxied_database
+    service = start_service(database={"url": url}, escalation=fast_escalation(scenarios.SMS_ONLY))
+    store = sandbox(service)
+    store.stall_next(1, 1.5)  # Twilio creates the SMS at once and answers 1.5 s later
+    with SimulatedDevice(service.settings.mqtt.url or "", "BTN-0001") as button:
+        button.wait_status(button.press("db-down-while-sending"))
+    eventually(lambda: [r for r in store.requests if r.method == "POST"])
+    proxy.outage(4)  # the answer (the SID) comes back while the database is unreachable
+
+    [message] = eventually(lambda: texts_to(store, UNIT_PHONES["POL-01"]) and store.messages)
+    [row] = eventually(lambda: [n for n in notifications(sessions) if n.provider_sid], timeout=30)
+    assert (row.provider_sid, row.attempts, row.lookups, row.outcome_unknown) == (message.sid, 1, 0, False)
+    assert [r.method for r in store.requests if r.path.endswith("/Messages.json")] == ["POST"]  # no lookup needed
+    incident_kinds = kinds(sessions, row.incident_id)
+    assert "sms_queued" in incident_kinds and "notification_in_doubt" not in incident_kinds

@@ -63,6 +63,9 @@ def test_twilio_failing_transiently_past_the_old_attempt_limit_still_sends_once_
         [step] = session.execute(select(EscalationStep).where(EscalationStep.state == "pending")).scalars()
     assert step.action == "supervisor" and (step.due_at - row.created_at).total_seconds() > 50  # not brought forward
     assert kinds(sessions, incident_id).count("provider_unreachable") == 1  # said once, not per attempt
+    metrics = service.metrics
+    assert metrics.provider_failures.labels("Twilio", "sms", "transient")._value.get() == 8
+    assert metrics.provider_up.labels("Twilio", "sms")._value.get() == 1  # answering again
 
 
 def test_a_429_with_retry_after_is_not_retried_sooner(

@@ -651,3 +651,19 @@ def test_listing_filters_by_number_newest_first(sandbox: Sandbox, receiver: Rece
     assert [m.sid for m in listed] == [second, first]
     assert [c.sid for c in sandbox.client.calls.list(to=RESPONDER, from_=TWILIO_NUMBER)] == [call.sid]
     assert sandbox.client.calls.list(to="+628110000999") == []
+
+
+def test_the_lookup_of_a_page_in_doubt_pages_back_past_hundreds_of_newer_messages(sandbox: Sandbox) -> None:
+    """A unit paged 250 times in a burst: the one in doubt is on the second page of Twilio's list."""
+    from datetime import UTC, datetime, timedelta
+
+    from responders.channels import TwilioChannels
+
+    channels = TwilioChannels(lambda: sandbox.client, "+15005550006", lambda: "http://127.0.0.1:9")
+    started = datetime.now(UTC)
+    first = channels.send_sms("+628110000101", "the page in doubt", validity_s=120)
+    for n in range(250):
+        sandbox.client.messages.create(to="+628110000101", from_="+15005550006", body=f"later page {n}")
+    assert channels.find_sms("+628110000101", "the page in doubt", since=started) == first
+    # Pages from before the attempt are never taken for it.
+    assert channels.find_sms("+628110000101", "later page 3", since=datetime.now(UTC) + timedelta(minutes=5)) is None

@@ -103,4 +103,5 @@ def test_a_broker_that_lost_our_session_is_reported_as_an_alarm(start_service: S
     report = eventually(lambda: health(service).get("degraded"), timeout=20)
     assert "lost at" in report["mqtt session"]
     assert service.gateway.sessions_lost == 1
+    assert service.metrics.mqtt_sessions_lost._value.get() == 1
     assert eventually(lambda: service.gateway.connected, timeout=20)

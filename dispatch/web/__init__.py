@@ -15,12 +15,13 @@ def create_app(context: WebContext, *extra: tuple[Blueprint, str]) -> Flask:
     ``extra`` are (blueprint, url_prefix) pairs mounted as well (the Twilio sandbox in demo mode).
     """
     from dispatch import console
-    from dispatch.web import api, health, links_page, twilio_hooks
+    from dispatch.web import api, health, links_page, sms_gateway_hooks, twilio_hooks
 
     app = Flask(__name__)
     app.extensions["dispatch"] = context
     app.register_blueprint(health.bp)
     app.register_blueprint(twilio_hooks.bp)
+    app.register_blueprint(sms_gateway_hooks.bp)
     app.register_blueprint(links_page.bp)
     spec = api.make_spec()
     app.register_blueprint(api.create_api_blueprint(spec))

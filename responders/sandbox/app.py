@@ -328,23 +328,32 @@ class _Sandbox:
         return (not wanted_to or to == wanted_to) and (not wanted_from or from_ == wanted_from)
 
     def _page(self, key: str, items: list[dict[str, Any]]) -> Response:
+        """One page of a list, with Twilio's paging links (``Page``/``PageSize``; the SDK follows ``next_page_uri``)."""
         try:
             size = max(1, min(int(request.args.get("PageSize", "50")), 1000))
+            page = max(0, int(request.args.get("Page", "0")))
         except ValueError:
-            return _twilio_error(400, 20001, "PageSize must be an integer")
-        shown = items[:size]
-        uri = request.full_path.rstrip("?")
+            return _twilio_error(400, 20001, "PageSize and Page must be integers")
+        start = page * size
+        shown = items[start : start + size]
+        # Twilio's URIs start at the API version; the SDK puts its own host (rebased to us) in front.
+        path = request.path[request.path.index(f"/{API_VERSION}/") :]
+        kept = [(k, v) for k, v in request.args.items(multi=True) if k not in ("Page", "PageSize", "PageToken")]
+
+        def link(number: int) -> str:
+            return f"{path}?{urlencode([*kept, ('PageSize', size), ('Page', number)])}"
+
         return jsonify(
             {
                 key: shown,
-                "uri": uri,
-                "first_page_uri": uri,
-                "next_page_uri": None,
-                "previous_page_uri": None,
-                "page": 0,
+                "uri": link(page),
+                "first_page_uri": link(0),
+                "next_page_uri": link(page + 1) if start + size < len(items) else None,
+                "previous_page_uri": link(page - 1) if page > 0 else None,
+                "page": page,
                 "page_size": size,
-                "start": 0,
-                "end": max(len(shown) - 1, 0),
+                "start": start,
+                "end": start + max(len(shown) - 1, 0),
             }
         )
 

@@ -1,0 +1,153 @@
+"""Webhooks of SMS Gateway for Android: replies from responders and delivery reports.
+
+Every request must carry ``X-Signature``: the hex HMAC-SHA256, under
+``sms_gateway.signing_key``, of the raw body followed by ``X-Timestamp`` (the app's own
+scheme). A wrong signature, a timestamp further than ``sms_gateway.max_clock_skew_s``
+from our clock, or an event id seen before (a replay) gets 403 and changes nothing.
+A reply is de-duplicated on the gateway's message id as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, current_app, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from dispatch import routing, sms_replies, timeline
+from dispatch.alerts import insert_notification
+from dispatch.models import Notification, ProviderEvent
+from dispatch.outbox import advance_now
+from dispatch.web.context import WebContext
+from foundation.db import transaction
+from foundation.logsafe import mask_phone
+
+log = logging.getLogger(__name__)
+bp = Blueprint("sms_gateway_hooks", __name__, url_prefix="/sms-gateway")
+
+# Delivery events -> our notification states (forward only, like Twilio's callbacks).
+_STATES = {"sms:sent": ("sent", 3), "sms:delivered": ("delivered", 5), "sms:failed": ("failed", 5)}
+_RANK = {"pending": 0, "sending": 0, "queued": 1, "sent": 3, "delivered": 5, "failed": 5, "undelivered": 5}
+EVENTS = ("sms:received", *_STATES)
+
+
+def _context() -> WebContext:
+    context: WebContext = current_app.extensions["dispatch"]
+    return context
+
+
+def signature(key: bytes, body: bytes, timestamp: str) -> str:
+    """What the gateway puts in ``X-Signature`` for ``body`` sent at ``timestamp``."""
+    return hmac.new(key, body + timestamp.encode(), hashlib.sha256).hexdigest()
+
+
+@bp.post("/events")
+def events() -> tuple[dict[str, Any], int]:
+    context = _context()
+    settings = context.settings.sms_gateway
+    if settings.signing_key is None:
+        abort(404)  # no gateway configured: nothing here
+    body = request.get_data(cache=False)
+    stamp = request.headers.get("X-Timestamp", "")
+    given = request.headers.get("X-Signature", "")
+    expected = signature(settings.signing_key.get_secret_value().encode(), body, stamp)
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        log.warning("rejected unsigned or forged SMS gateway webhook")
+        abort(403)
+    now = context.clock()
+    try:
+        skew = abs(now.timestamp() - int(stamp))
+    except ValueError:
+        abort(403)
+    if skew > settings.max_clock_skew_s:
+        log.warning("rejected SMS gateway webhook signed %.0fs away from our clock (replay?)", skew)
+        abort(403)
+    try:
+        event = json.loads(body)
+        kind, event_id, payload = str(event["event"]), str(event["id"]), dict(event["payload"])
+    except (ValueError, KeyError, TypeError):
+        return {"error": "not a gateway event"}, 400
+    publications: list[tuple[str, bytes]] = []
+    try:
+        with transaction(context.sessions) as session:
+            seen = ProviderEvent(provider=routing.GATEWAY, event_id=event_id[:128], kind=kind[:32], received_at=now)
+            session.add(seen)
+            session.flush()  # a replayed event id fails here, before anything else changes
+            if kind == "sms:received":
+                answer = _reply(session, context, payload, publications)
+            elif kind in _STATES:
+                answer = _delivery(session, context, kind, payload)
+            else:
+                answer = {"ignored": kind}
+    except IntegrityError:
+        log.warning("rejected a replayed SMS gateway event %s", event_id[:40])
+        abort(403)
+    except (KeyError, TypeError, ValueError):
+        return {"error": "incomplete event payload"}, 400
+    context.after_commit(publications)  # device statuses once the acceptance is committed; wakes the outbox
+    return answer, 200
+
+
+def _reply(
+    session: Any, context: WebContext, payload: dict[str, Any], publications: list[tuple[str, bytes]]
+) -> dict[str, Any]:
+    phone, text = str(payload["phoneNumber"]), str(payload["message"])[:1600]
+    message_id = f"sms_gateway:{payload['messageId']}"
+    received = sms_replies.receive(session, context.settings, message_id, phone, text, context.clock())
+    if received.outcome is None:
+        return {"duplicate": True}
+    outcome = received.outcome
+    if received.reply:
+        responder = received.responder
+        insert_notification(
+            session,
+            idempotency_key=f"reply:{message_id}"[:200],
+            incident_id=outcome.incident_id,
+            recipient_kind=responder.kind if responder else "unknown",
+            recipient_id=responder.id if responder else phone,
+            to_number=phone,
+            channel="sms",
+            provider=routing.GATEWAY,  # answer on the channel the reply came in on
+            language=outcome.language,
+            body=received.reply,
+            next_attempt_at=context.clock(),
+        )
+    log.info("sms reply via the gateway from %s: %s", mask_phone(phone), outcome.reply_key)
+    publications.extend(outcome.publications)
+    return {"result": outcome.reply_key}
+
+
+def _delivery(session: Any, context: WebContext, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    now = context.clock()
+    row = session.execute(
+        select(Notification).where(
+            Notification.provider == routing.GATEWAY, Notification.provider_sid == str(payload["messageId"])
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return {"unknown": True}
+    state, rank = _STATES[kind]
+    if rank <= _RANK.get(row.state, 0):
+        return {"state": row.state}  # late or repeated: never move backwards
+    previous, row.state, row.updated_at = row.state, state, now
+    if state == "failed":
+        row.last_error = str(payload.get("reason") or "")[:500] or None
+    timeline.record(
+        session,
+        f"sms_{state}",
+        actor="sms_gateway",
+        incident_id=row.incident_id,
+        at=now,
+        notification_id=row.id,
+        recipient=row.recipient_id,
+        previous=previous,
+        error=row.last_error if state == "failed" else None,
+    )
+    if state == "failed" and row.assignment_id is not None and row.step_id is not None:
+        advance_now(session, row.assignment_id, now)  # the phone could not send it: next step now
+    return {"state": state}
