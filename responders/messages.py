@@ -40,7 +40,7 @@ from responders.replies import MAX_CODE_DIGITS
 
 Language = Literal["id", "en"]
 Service = Literal["police", "disaster", "ambulance"]
-ResidentState = Literal["dispatched", "acknowledged", "on_scene", "resolved", "cancelled"]
+ResidentState = Literal["dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled"]
 
 SMS_MAX_SEPTETS: Final = 160
 ELLIPSIS: Final = ".."
@@ -530,7 +530,7 @@ def resident_sms(
     resident of 112, because a panic button is not the only way to get help.
     """
     incident_id = _incident(incident_id)
-    if state not in ("dispatched", "acknowledged", "on_scene", "resolved", "cancelled"):
+    if state not in ("dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled"):
         raise ValueError(f"unknown resident message state {state!r}")
     distance = ""
     if distance_m is not None and state in ("dispatched", "acknowledged"):
@@ -544,6 +544,8 @@ def resident_sms(
             return {
                 "dispatched": f"Tombol darurat Anda diterima (kejadian {incident_id}). {who}{distance} "
                 "sedang dihubungi. Bila makin gawat, hubungi 112.",
+                "unanswered": f"Belum ada petugas yang menjawab panggilan untuk kejadian {incident_id}. "
+                "Pusat komando menanganinya sekarang. Bila bisa, hubungi 112.",
                 "acknowledged": f"{who}{distance} menuju lokasi Anda (kejadian {incident_id}). "
                 "Tetap di tempat aman. Bila makin gawat, hubungi 112.",
                 "on_scene": f"{who} telah tiba di lokasi (kejadian {incident_id}).",
@@ -556,6 +558,8 @@ def resident_sms(
         return {
             "dispatched": f"Your emergency alert was received (incident {incident_id}). {who}{distance} "
             "is being contacted. If it gets worse, call 112.",
+            "unanswered": f"No responder has answered yet for incident {incident_id}. "
+            "The command centre is handling it now. If you can, call 112.",
             "acknowledged": f"{who}{distance} is on the way to you (incident {incident_id}). "
             "Stay somewhere safe. If it gets worse, call 112.",
             "on_scene": f"{who} has arrived at the scene (incident {incident_id}).",

@@ -474,7 +474,7 @@ def test_supervisor_sms_prefers_the_reason_to_the_address_when_space_is_short() 
     assert "No unit answered after 3 rounds." in text
 
 
-RESIDENT_STATES = ("dispatched", "acknowledged", "on_scene", "resolved", "cancelled")
+RESIDENT_STATES = ("dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -499,6 +499,11 @@ def test_resident_sms_examples() -> None:
     )
     assert resident_sms("en", state="on_scene", unit_name=None, distance_m=None, incident_id=345) == (
         "A responder has arrived at the scene (incident 345)."
+    )
+    # Nobody accepted: the resident is not told help is on the way, and is pointed to 112.
+    assert resident_sms("id", state="unanswered", unit_name="AMB-02", distance_m=850, incident_id=345) == (
+        "Belum ada petugas yang menjawab panggilan untuk kejadian 345. Pusat komando menanganinya sekarang. "
+        "Bila bisa, hubungi 112."
     )
 
 
