@@ -149,7 +149,9 @@ def apply(
             _accept(session, assignment, incident, responder, channel, now)
             outcome.applied = True
             outcome.reply_key = "accepted"
-        outcome.params["where"] = alerts.describe_location(incident, _device(session, incident))
+        outcome.params["where"] = alerts.describe_location(
+            incident, _device(session, incident), "en" if language == "en" else "id"
+        )
     elif reply.verb == "decline":
         _decline(session, settings, assignment, incident, responder, channel, now)
         outcome.applied = True

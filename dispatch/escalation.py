@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.models import Device
 from dispatch import alerts, status, timeline
 from dispatch.escalation_policy import StepRef, following
+from dispatch.geocoding import GazetteerGeocoder
 from dispatch.matcher import Candidate, Match, Shortfall, pick_nearest
 from dispatch.models import Assignment, EscalationStep, Incident, Notification
 from foundation.clock import utcnow
@@ -70,13 +71,18 @@ class EscalationEngine:
         publish: Publish,
         public_base: Callable[[], str],
         clock: Callable[[], datetime] = utcnow,
+        nearest_place: Callable[[float, float], str | None] | None = None,
     ) -> None:
+        """``nearest_place`` names a bare pin for responders; by default the offline gazetteer's."""
         self._sessions = sessions
         self._settings = settings
         self._publish = publish
         self._public_base = public_base
         self._clock = clock
         self._secret = settings.signing_key()
+        self._nearest_place = (
+            nearest_place or GazetteerGeocoder.from_file(settings.geocoding.gazetteer_path).nearest_place
+        )
 
     # -- creating work (inside other transactions) ----------------------------
 
@@ -139,10 +145,11 @@ class EscalationEngine:
         if step.round > assignment.round:
             self._start_round(session, assignment, step, now)
         device = session.get(Device, incident.device_id) if incident.device_id else None
+        self._name_the_pin(incident)
         context = alerts.AlertContext(
             incident=incident,
             assignment=assignment,
-            where=alerts.describe_location(incident, device),
+            device=device,
             public_base=self._public_base(),
             secret=self._secret,
         )
@@ -203,6 +210,16 @@ class EscalationEngine:
         )
         publications.extend(self._schedule_next(session, assignment, incident, step, now))
         return StepOutcome(step.id, incident.id, spec.action, written, tuple(publications))
+
+    def _name_the_pin(self, incident: Incident) -> None:
+        """Remember the nearest named place of the incident's pin (once per pin) for what responders read."""
+        if incident.lat is None or incident.lon is None:
+            return
+        here = alerts.pin_key(incident.lat, incident.lon)
+        if (incident.geocode or {}).get("near_of") == here:
+            return
+        near = self._nearest_place(incident.lat, incident.lon)
+        incident.geocode = {**(incident.geocode or {}), "near": near, "near_of": here}
 
     def _start_round(self, session: Session, assignment: Assignment, step: EscalationStep, now: datetime) -> None:
         """A new round pages the nearest available unit again, as the first round did.

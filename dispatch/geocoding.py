@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 import yaml
 from geopy.adapters import BaseSyncAdapter
+from geopy.distance import geodesic
 from geopy.exc import (
     GeocoderAuthenticationFailure,
     GeocoderInsufficientPrivileges,
@@ -53,6 +54,11 @@ BBox = tuple[float, float, float, float]
 KINDS: tuple[Kind, ...] = ("kecamatan", "kelurahan", "landmark", "road")
 # Lower is more specific: a landmark pins a spot, a kecamatan only a district.
 _KIND_RANK: Mapping[str, int] = MappingProxyType({"landmark": 0, "road": 1, "kelurahan": 2, "kecamatan": 3})
+
+# A pin this far outside a landmark's radius is still "near" it; a kelurahan reaches this many
+# times its radius (its radius is rough, and kelurahan tile the city).
+NEAR_SLACK_M = 150.0
+NEAR_KELURAHAN_FACTOR = 1.5
 
 FUZZY_MIN_RATIO = 0.85
 # One typo in a 4-letter name already scores >= 0.85 against unrelated words
@@ -504,6 +510,26 @@ class GazetteerGeocoder(Geocoder):
             return None
         locations = [self._location(c) for c in ranked]
         return locations[0] if exactly_one else locations
+
+    def nearest_place(self, lat: float, lon: float) -> str | None:
+        """The named place a pin is at, as a responder would say it; None when it is near none.
+
+        A landmark whose extent (plus ``NEAR_SLACK_M``) holds the pin, else the kelurahan
+        whose centre is nearest, if the pin is within ``NEAR_KELURAHAN_FACTOR`` times its
+        radius. Roads are never named: their one point says little about where along them.
+        """
+        best: tuple[float, str] | None = None
+        for kind, reach, label in (
+            ("landmark", lambda e: e.radius_m + NEAR_SLACK_M, lambda e: e.name),
+            ("kelurahan", lambda e: e.radius_m * NEAR_KELURAHAN_FACTOR, lambda e: f"Kel. {e.name}"),
+        ):
+            for entry in (e for e in self.entries if e.kind == kind):
+                metres = float(geodesic((lat, lon), (entry.lat, entry.lon)).meters)
+                if metres <= reach(entry) and (best is None or metres < best[0]):
+                    best = (metres, label(entry))
+            if best is not None:
+                return best[1]
+        return None
 
     def _rank(self, query: _Query) -> list[_Candidate]:
         found: list[_Candidate] = []

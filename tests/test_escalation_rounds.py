@@ -16,15 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 
 from devices.simulator import SimulatedDevice
-from dispatch.auth import hash_password, issue_token
-from dispatch.models import Assignment, Incident, TimelineEvent, User
+from dispatch.models import Assignment, Incident, TimelineEvent
 from dispatch.service import DispatchService
-from foundation.clock import utcnow
 from foundation.db import transaction
 from responders.models import Unit
 from tests.conftest import eventually
 from tests.responder_helpers import (
     UNIT_PHONES,
+    api_token,
     calls_to,
     fast_escalation,
     kinds,
@@ -261,11 +260,7 @@ def test_nobody_accepting_makes_the_incident_unanswered_and_the_button_is_told(
 def test_a_dispatcher_assigning_a_unit_after_exhaustion_makes_it_dispatched_again(
     start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
 ) -> None:
-    with transaction(sessions) as session:
-        user = User(username="budi", name="Budi", role="dispatcher", password_hash=hash_password("pw"))
-        session.add(user)
-        session.flush()
-        token = issue_token(session, user, "tests", utcnow())
+    token = api_token(sessions, "budi", "dispatcher")
     service = start_service(escalation=fast_escalation())
     press(broker_url)
     eventually(lambda: "escalation_exhausted" in kinds(sessions, 1), timeout=30)

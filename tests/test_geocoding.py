@@ -495,3 +495,15 @@ def test_make_geocoder_gazetteer_and_errors() -> None:
         make_geocoder("nominatim", gazetteer_path=str(GAZETTEER), nominatim_domain=None)
     with pytest.raises(ValueError, match="unknown geocoder kind"):
         make_geocoder("google", gazetteer_path=str(GAZETTEER), nominatim_domain="x")
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "expected"),
+    [
+        (-7.7493, 113.2112, "Masjid Agung Roudlotul Jannah"),  # inside a landmark: the landmark
+        (-7.7466, 113.2236, "Kel. Jati"),  # no landmark close: the kelurahan
+        (-7.6000, 113.0000, None),  # far from everything: nothing is guessed
+    ],
+)
+def test_the_nearest_place_of_a_pin(gazetteer: GazetteerGeocoder, lat: float, lon: float, expected: str | None) -> None:
+    assert gazetteer.nearest_place(lat, lon) == expected
