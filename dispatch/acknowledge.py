@@ -11,16 +11,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from geopy.distance import geodesic
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from devices.models import Device
-from dispatch import alerts, status, timeline
+from dispatch import alerts, timeline
 from dispatch.escalation import fence_off, schedule
-from dispatch.escalation_policy import after_decline, incident_state
+from dispatch.escalation_policy import after_decline
 from dispatch.models import AlertCode, Assignment, Incident
 from dispatch.outbox import stop_other_pages
+from dispatch.status import refresh_incident
 from foundation.settings import Settings
 from responders.models import Supervisor, Unit
 from responders.replies import Reply, Unparsed, parse_reply
@@ -150,7 +150,9 @@ def apply(
             _accept(session, assignment, incident, responder, channel, now)
             outcome.applied = True
             outcome.reply_key = "accepted"
-        outcome.params["where"] = alerts.describe_location(incident, _device(session, incident))
+        outcome.params["where"] = alerts.describe_location(
+            incident, _device(session, incident), "en" if language == "en" else "id"
+        )
     elif reply.verb == "decline":
         _decline(session, settings, assignment, incident, responder, channel, now)
         outcome.applied = True
@@ -261,56 +263,6 @@ def _progress(
         at=now,
         channel=channel,
     )
-
-
-def refresh_incident(
-    session: Session, settings: Settings, incident: Incident, now: datetime
-) -> list[tuple[str, bytes]]:
-    """Derive the incident's state from its assignments; tell the resident when it changed."""
-    session.flush()
-    assignments = session.execute(select(Assignment).where(Assignment.incident_id == incident.id)).scalars().all()
-    derived = incident_state([a.state for a in assignments])
-    if derived is None or derived == incident.state:
-        return []
-    previous, incident.state = incident.state, derived
-    if derived in ("resolved", "cancelled"):
-        incident.closed_at = now
-        incident.disposition = incident.disposition or derived
-    timeline.record(
-        session,
-        "state_changed",
-        actor="system",
-        incident_id=incident.id,
-        at=now,
-        previous=previous,
-        state=derived,
-    )
-    device = _device(session, incident)
-    accepted = next((a for a in assignments if a.accepted_unit_id), None)
-    unit = session.get(Unit, accepted.accepted_unit_id) if accepted and accepted.accepted_unit_id else None
-    distance = _distance(unit, incident)
-    if device is not None and settings.escalation.resident_sms and derived != "dispatched":
-        alerts.write_resident_update(
-            session,
-            incident,
-            device,
-            derived,
-            unit_name=unit.name if unit else None,
-            distance_m=distance,
-            now=now,
-        )
-    extra = {
-        "unit_name": unit.name if unit else None,
-        "distance_m": round(distance) if distance is not None else None,
-    }
-    return [(p.topic, p.payload) for p in status.publications(incident, now, **extra)]
-
-
-def _distance(unit: Unit | None, incident: Incident) -> float | None:
-    if unit is None or incident.lat is None or incident.lon is None:
-        return None
-    lat, lon = (unit.fix_lat, unit.fix_lon) if unit.fix_lat is not None else (unit.station_lat, unit.station_lon)
-    return float(geodesic((incident.lat, incident.lon), (lat, lon)).meters)
 
 
 def _device(session: Session, incident: Incident) -> Device | None:

@@ -41,16 +41,24 @@ class AlertContext:
 
     incident: Incident
     assignment: Assignment | None
-    where: str
+    device: Device | None  # the panic button that raised it, if one did
     public_base: str
     secret: bytes
 
 
-def describe_location(incident: Incident, device: Device | None) -> str:
-    """Where, in the words a responder can use: the caller's address or the button's, then coordinates."""
+def pin_key(lat: float, lon: float) -> list[float]:
+    """Which pin a stored place name was found for (``incident.geocode["near_of"]``)."""
+    return [round(lat, 6), round(lon, 6)]
+
+
+def describe_location(incident: Incident, device: Device | None, language: messages.Language = "id") -> str:
+    """Where, in the words a responder can use: the caller's address or the button's, then coordinates.
+
+    A bare pin gets the nearest named place the engine found for it ("dekat Kel. Jati").
+    """
     if incident.lat is None or incident.lon is None:
         known = incident.address_text or (device.address if device else None)
-        return known or "lokasi belum diketahui"
+        return known or messages.unknown_location(language)
     coordinates = f"{incident.lat:.5f},{incident.lon:.5f}"
     if incident.address_text:
         return f"{incident.address_text} ({coordinates})"
@@ -59,7 +67,17 @@ def describe_location(incident: Incident, device: Device | None) -> str:
             return device.address
         if geodesic((incident.lat, incident.lon), (device.lat, device.lon)).meters <= ADDRESS_RADIUS_M:
             return f"{device.address} ({coordinates})"
-    return coordinates
+    found = incident.geocode or {}
+    near = found.get("near") if found.get("near_of") == pin_key(incident.lat, incident.lon) else None
+    return messages.pin_location(language, coordinates, near)
+
+
+def what_happened(incident: Incident, device: Device | None) -> dict[str, str | None]:
+    """The alert's "what": a 112 call's description, or the panic button's owner."""
+    return {
+        "call_nature": incident.description if incident.source == "call" else None,
+        "button_owner": device.owner_name if device is not None and incident.source == "press" else None,
+    }
 
 
 def alert_code(session: Session, phone: str, assignment: Assignment) -> int:
@@ -152,13 +170,16 @@ def _compose(
     service = cast("messages.Service", (context.assignment.service if context.assignment else None) or incident.service)
     link = f"{context.public_base}/a/{links.make_token(context.secret, notification.id, 'view')}"
     assert code is not None, "alerts to responders always belong to an assignment"
+    where = describe_location(incident, context.device, language)
+    what = what_happened(incident, context.device)
     if channel == "voice":
         prompt = messages.alert_voice_prompt(
             language,
             service=service,
             code=code,
-            where=context.where,
+            where=where,
             distance_m=distance_m,
+            **what,
         )
         action = f"{context.public_base}/twilio/voice/gather/{notification.id}"
         return messages.voice_twiml(language, prompt=prompt, action_url=action)
@@ -167,7 +188,7 @@ def _compose(
             language,
             service=service,
             code=code,
-            where=context.where,
+            where=where,
             incident_id=incident.id,
             reason=reason,
             link=link,
@@ -176,10 +197,11 @@ def _compose(
         language,
         service=service,
         code=code,
-        where=context.where,
+        where=where,
         distance_m=distance_m,
         link=link,
         incident_id=incident.id,
+        **what,
     )
 
 

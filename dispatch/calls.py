@@ -103,6 +103,15 @@ class CallDesk:
             return Geocoded(None, f"{type(exc).__name__}: {exc}"[:300])
         return Geocoded(result)
 
+    def auto_dispatches(self, result: GeocodeResult) -> bool:
+        """Whether a call may be dispatched to this geocode without a person confirming it.
+
+        Only the gazetteer's confidence is a match score; Nominatim's ``importance`` is how
+        well-known a place is, so it is not held against this threshold.
+        """
+        threshold = self._settings.geocoding.auto_dispatch_min_confidence
+        return result.source != "gazetteer" or result.confidence >= threshold
+
     def accept(
         self,
         session: Session,
@@ -127,13 +136,20 @@ class CallDesk:
         geocode: dict[str, Any] = {}
         if geocoded is not None and geocoded.result is not None:
             found = geocoded.result
-            lat, lon, source = found.lat, found.lon, "geocoded"
             geocode = {
                 "source": found.source,
                 "confidence": round(found.confidence, 3),
                 "display_name": found.display_name,
                 "query": found.query,
+                "conflicts": found.conflicts or None,
+                "candidates": found.candidates or None,
             }
+            if self.auto_dispatches(found):
+                lat, lon, source = found.lat, found.lon, "geocoded"
+            else:
+                # Not sure enough to send anyone there: shown to the call-taker, who chooses.
+                geocode.update(auto_dispatch=False, lat=found.lat, lon=found.lon)
+            geocode = {key: value for key, value in geocode.items() if value is not None}
         elif geocoded is not None:
             geocode = {"error": geocoded.error or "no match", "query": record.address}
         located = {"lat": lat, "lon": lon, "source": source}
@@ -208,6 +224,8 @@ class CallDesk:
                 at=now,
                 reason="location needed",
                 auto_dispatch=False,
+                # Found, but not sure enough to send anyone (e.g. the address's parts disagree).
+                geocode_confidence=geocode.get("confidence") if geocode.get("auto_dispatch") is False else None,
             )
         if normal and not location_needed:
             self._start(session, incident, now)

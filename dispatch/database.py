@@ -24,11 +24,29 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (no-op when already there)."""
+    """Bring the schema to the newest revision (no-op when already there).
+
+    SQLite changes a constraint by rebuilding the table (Alembic's batch mode), and dropping
+    a table that others reference fails while foreign keys are enforced. So, as SQLite's
+    own procedure for schema changes says, enforcement is off during the migrations (it can
+    only be switched outside a transaction) and every reference is checked before commit.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        # On the driver's connection: through SQLAlchemy the pragma would open a transaction.
+        raw = connection.connection.dbapi_connection
+        if sqlite and raw is not None:
+            raw.cursor().execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                    raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+        finally:
+            if sqlite and raw is not None:
+                raw.cursor().execute("PRAGMA foreign_keys=ON")
     log.info("database schema at %s", current_revision(engine))
 
 

@@ -7,6 +7,12 @@
   A crash rolls the whole step back; it is claimed again on the next tick.
 - A step whose fence is older than its assignment's exits without acting.
 - Notifications are only written here (the outbox); ``dispatch/outbox.py`` sends them.
+- A round (one pass through the policy) starts from the nearest available unit: a unit
+  that timed out is passed over for the rest of its round only; one that declined, for good.
+- Supervisors are paged at most once per round of an assignment.
+- When the last step of the last round has run and nobody accepted, the assignment is
+  ``exhausted`` and the incident ``unanswered``.
+- ``bring_forward``: a page that definitely failed moves the next step to now.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.models import Device
 from dispatch import alerts, status, timeline
 from dispatch.escalation_policy import StepRef, following
+from dispatch.geocoding import GazetteerGeocoder
 from dispatch.matcher import Candidate, Match, Shortfall, pick_nearest
-from dispatch.models import Assignment, EscalationStep, Incident
+from dispatch.models import Assignment, EscalationStep, Incident, Notification
 from foundation.clock import utcnow
 from foundation.db import transaction
 from foundation.settings import EscalationStep as EscalationStepSetting
@@ -35,6 +42,14 @@ from responders.models import Supervisor, Unit
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], object]
+
+# Why a unit is passed over (Assignment.excluded): for the rest of its round, or for the incident.
+NO_ANSWER = "no answer"
+DECLINED = "declined"
+# Why a failed page brought the next step forward (step_brought_forward's data.reason).
+BRING_FORWARD_REASONS = ("no-answer", "busy", "failed", "permanent_sms_failure")
+# A call in one of these states may still be answered: its step is not over yet.
+_CALL_IN_FLIGHT = ("pending", "sending", "queued", "initiated", "ringing", "in-progress")
 
 
 @dataclass(frozen=True)
@@ -56,13 +71,18 @@ class EscalationEngine:
         publish: Publish,
         public_base: Callable[[], str],
         clock: Callable[[], datetime] = utcnow,
+        nearest_place: Callable[[float, float], str | None] | None = None,
     ) -> None:
+        """``nearest_place`` names a bare pin for responders; by default the offline gazetteer's."""
         self._sessions = sessions
         self._settings = settings
         self._publish = publish
         self._public_base = public_base
         self._clock = clock
         self._secret = settings.signing_key()
+        self._nearest_place = (
+            nearest_place or GazetteerGeocoder.from_file(settings.geocoding.gazetteer_path).nearest_place
+        )
 
     # -- creating work (inside other transactions) ----------------------------
 
@@ -122,11 +142,14 @@ class EscalationEngine:
 
         policy = self._policy(assignment.service)
         spec = policy[step.seq]
+        if step.round > assignment.round:
+            self._start_round(session, assignment, step, now)
         device = session.get(Device, incident.device_id) if incident.device_id else None
+        self._name_the_pin(incident)
         context = alerts.AlertContext(
             incident=incident,
             assignment=assignment,
-            where=alerts.describe_location(incident, device),
+            device=device,
             public_base=self._public_base(),
             secret=self._secret,
         )
@@ -135,20 +158,8 @@ class EscalationEngine:
         result: dict[str, Any] = {"action": spec.action, "channels": list(spec.channels)}
 
         if spec.action in ("notify_unit", "next_unit"):
-            if spec.action == "next_unit" and assignment.unit_id is not None:
-                excluded = dict(assignment.excluded)
-                excluded.setdefault(assignment.unit_id, "no answer")
-                assignment.excluded = excluded
-                timeline.record(
-                    session,
-                    "unit_timed_out",
-                    actor="system",
-                    incident_id=incident.id,
-                    unit_id=assignment.unit_id,
-                    at=now,
-                    step_id=step.id,
-                )
-                assignment.unit_id = None
+            if spec.action == "next_unit" and (timed_out := _time_out(session, assignment, step, step.round, now)):
+                assignment.excluded = {timed_out: NO_ANSWER, **assignment.excluded}  # for the rest of this round
             paged = self._current_or_next_unit(session, assignment, incident, now)
             if paged is not None:
                 unit, distance_m = paged
@@ -171,13 +182,16 @@ class EscalationEngine:
                 if first_dispatch:
                     assignment.dispatched_at = now
                     publications.extend(self._on_dispatched(session, incident, device, unit, distance_m, now))
+                elif incident.state == "unanswered":
+                    # Paging again after exhaustion (a moved pin restarts it): no longer unanswered.
+                    publications.extend(status.refresh_incident(session, self._settings, incident, now))
             else:
                 result["shortfall"] = assignment.explanation.get("shortfall")
-                written += self._page_supervisors(
-                    session, context, step, spec.channels, now, reason=result["shortfall"] or "no unit"
+                written += self._page_supervisors_once(
+                    session, context, step, spec.channels, now, result, reason=result["shortfall"] or "no unit"
                 )
         else:
-            written += self._page_supervisors(session, context, step, spec.channels, now, reason="no answer")
+            written += self._page_supervisors_once(session, context, step, spec.channels, now, result, reason=NO_ANSWER)
 
         step.state = "done"
         step.done_at = now
@@ -194,8 +208,41 @@ class EscalationEngine:
             notifications=written,
             **result,
         )
-        self._schedule_next(session, assignment, incident, step, now)
+        publications.extend(self._schedule_next(session, assignment, incident, step, now))
         return StepOutcome(step.id, incident.id, spec.action, written, tuple(publications))
+
+    def _name_the_pin(self, incident: Incident) -> None:
+        """Remember the nearest named place of the incident's pin (once per pin) for what responders read."""
+        if incident.lat is None or incident.lon is None:
+            return
+        here = alerts.pin_key(incident.lat, incident.lon)
+        if (incident.geocode or {}).get("near_of") == here:
+            return
+        near = self._nearest_place(incident.lat, incident.lon)
+        incident.geocode = {**(incident.geocode or {}), "near": near, "near_of": here}
+
+    def _start_round(self, session: Session, assignment: Assignment, step: EscalationStep, now: datetime) -> None:
+        """A new round pages the nearest available unit again, as the first round did.
+
+        Units that only timed out in the last round may be paged again; units that declined
+        stay passed over. The unit paged at the end of the last round did not answer either.
+        """
+        _time_out(session, assignment, step, assignment.round, now)
+        readmitted = sorted(unit for unit, why in assignment.excluded.items() if why == NO_ANSWER)
+        assignment.excluded = {unit: why for unit, why in assignment.excluded.items() if why != NO_ANSWER}
+        assignment.round = step.round
+        timeline.record(
+            session,
+            "round_started",
+            actor="system",
+            incident_id=assignment.incident_id,
+            at=now,
+            step_id=step.id,
+            round=step.round,
+            service=assignment.service,
+            readmitted=readmitted,
+            still_excluded=sorted(assignment.excluded) or None,
+        )
 
     def _current_or_next_unit(
         self, session: Session, assignment: Assignment, incident: Incident, now: datetime
@@ -261,6 +308,25 @@ class EscalationEngine:
             exclude=dict(assignment.excluded),
             max_fix_age_s=self._settings.escalation.max_fix_age_s,
         )
+
+    def _page_supervisors_once(
+        self,
+        session: Session,
+        context: alerts.AlertContext,
+        step: EscalationStep,
+        channels: tuple[str, ...],
+        now: datetime,
+        result: dict[str, Any],
+        *,
+        reason: str,
+    ) -> int:
+        """Page the supervisors unless this round already did (then ``result`` says which step did)."""
+        assert context.assignment is not None
+        earlier = supervisors_paged_by(session, context.assignment.id, step.round)
+        if earlier is not None:
+            result["already_paged"] = earlier
+            return 0
+        return self._page_supervisors(session, context, step, channels, now, reason=reason)
 
     def _page_supervisors(
         self,
@@ -342,20 +408,32 @@ class EscalationEngine:
         incident: Incident,
         step: EscalationStep,
         now: datetime,
-    ) -> None:
+    ) -> list[tuple[str, bytes]]:
+        """Schedule the policy's next step; when there is none, the incident is unanswered.
+
+        Returns the status publications of an exhaustion (the incident's state changed).
+        """
         policy = self._policy(assignment.service)
         settings = self._settings.escalation
         nxt = following(policy, StepRef(step.round, step.seq), repeat=settings.repeat, round_gap_s=settings.round_gap_s)
-        if nxt is None:
-            assignment.state = "exhausted"
-            incident.needs_review = True
-            incident.review_reason = "nobody acknowledged: escalation policy exhausted"
-            timeline.record(session, "escalation_exhausted", actor="system", incident_id=incident.id, at=now)
-            log.error("incident %s: escalation exhausted without acknowledgement", incident.id)
-            return
-        ref, delay = nxt
-        assignment.round = ref.round
-        schedule(session, assignment, ref, policy[ref.seq].action, now + timedelta(seconds=delay))
+        if nxt is not None:
+            ref, delay = nxt
+            schedule(session, assignment, ref, policy[ref.seq].action, now + timedelta(seconds=delay))
+            return []
+        assignment.state = "exhausted"
+        incident.needs_review = True
+        incident.review_reason = "nobody acknowledged: escalation policy exhausted"
+        timeline.record(
+            session,
+            "escalation_exhausted",
+            actor="system",
+            incident_id=incident.id,
+            at=now,
+            service=assignment.service,
+            rounds=step.round + 1,
+        )
+        log.error("incident %s: escalation exhausted without acknowledgement", incident.id)
+        return status.refresh_incident(session, self._settings, incident, now)
 
     def _policy(self, service: str) -> tuple[EscalationStepSetting, ...]:
         policy = self._settings.escalation.policies.get(service)  # type: ignore[call-overload]
@@ -380,6 +458,108 @@ def schedule(session: Session, assignment: Assignment, ref: StepRef, action: str
     session.add(step)
     session.flush()
     return step
+
+
+def _time_out(session: Session, assignment: Assignment, step: EscalationStep, round_: int, now: datetime) -> str | None:
+    """The paged unit's time (in ``round_``) is up: stop paging it. Returns its id, if one was paged."""
+    unit_id = assignment.unit_id
+    if unit_id is None:
+        return None
+    timeline.record(
+        session,
+        "unit_timed_out",
+        actor="system",
+        incident_id=assignment.incident_id,
+        unit_id=unit_id,
+        at=now,
+        step_id=step.id,
+        round=round_,
+    )
+    assignment.unit_id = None
+    return unit_id
+
+
+def supervisors_paged_by(session: Session, assignment_id: int, round_: int) -> int | None:
+    """The step that paged the assignment's supervisors in this round, if one did."""
+    return session.execute(
+        select(EscalationStep.id)
+        .join(Notification, Notification.step_id == EscalationStep.id)
+        .where(
+            EscalationStep.assignment_id == assignment_id,
+            EscalationStep.round == round_,
+            Notification.recipient_kind == "supervisor",
+        )
+        .order_by(EscalationStep.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def bring_forward(
+    session: Session, assignment_id: int, now: datetime, reason: str, *, step_id: int | None = None
+) -> int:
+    """A page definitely failed: bring the assignment's pending step forward to now, on the timeline.
+
+    ``reason`` is one of :data:`BRING_FORWARD_REASONS`. ``step_id`` is the step whose page
+    failed; nothing moves when the escalation has gone past that step since (the failure is
+    old news), or while a call of that step may still be answered (an SMS refused for good
+    while the same step's call rings). Returns how many steps were moved.
+    """
+    if step_id is not None and (
+        step_id != _last_executed_step(session, assignment_id) or _call_in_flight(session, step_id)
+    ):
+        return 0
+    pending = session.execute(
+        select(EscalationStep)
+        .where(
+            EscalationStep.assignment_id == assignment_id,
+            EscalationStep.state == "pending",
+            EscalationStep.due_at > now,
+        )
+        .with_for_update()
+    ).scalars()
+    moved = 0
+    for step in pending:
+        timeline.record(
+            session,
+            "step_brought_forward",
+            actor="system",
+            incident_id=step.incident_id,
+            at=now,
+            reason=reason,
+            step_id=step.id,
+            action=step.action,
+            round=step.round,
+            seq=step.seq,
+            was_due=step.due_at.isoformat(),
+            failed_step_id=step_id,
+        )
+        step.due_at = now
+        moved += 1
+    return moved
+
+
+def _last_executed_step(session: Session, assignment_id: int) -> int | None:
+    return session.execute(
+        select(EscalationStep.id)
+        .where(EscalationStep.assignment_id == assignment_id, EscalationStep.state == "done")
+        .order_by(EscalationStep.done_at.desc(), EscalationStep.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _call_in_flight(session: Session, step_id: int) -> bool:
+    return (
+        session.execute(
+            select(Notification.id)
+            .where(
+                Notification.step_id == step_id,
+                Notification.channel == "voice",
+                Notification.state.in_(_CALL_IN_FLIGHT),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def fence_off(session: Session, assignment: Assignment, now: datetime) -> int:

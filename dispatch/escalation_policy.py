@@ -46,14 +46,18 @@ def after_decline(policy: Sequence[EscalationStep], current_round: int) -> StepR
 def incident_state(assignment_states: Sequence[str]) -> str | None:
     """The incident's state as the least advanced of its live assignments.
 
-    None when there is no assignment yet (the incident keeps its own state).
+    An exhausted assignment (every step of the policy ran and nobody accepted) makes the
+    incident ``unanswered``: nobody is coming for that service, and it must never read as
+    ``dispatched``. None when there is no assignment yet (the incident keeps its own state).
     """
     live = [s for s in assignment_states if s != "cancelled"]
     if not live:
         return "cancelled" if assignment_states else None
     if all(s == "resolved" for s in live):
         return "resolved"
-    if any(s in ("active", "exhausted") for s in live):
+    if "exhausted" in live:
+        return "unanswered"
+    if "active" in live:
         return "dispatched"
     if all(s in ("on_scene", "resolved") for s in live):
         return "on_scene"

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 import yaml
 from geopy.adapters import BaseSyncAdapter
+from geopy.distance import geodesic
 from geopy.exc import (
     GeocoderAuthenticationFailure,
     GeocoderInsufficientPrivileges,
@@ -53,6 +54,11 @@ BBox = tuple[float, float, float, float]
 KINDS: tuple[Kind, ...] = ("kecamatan", "kelurahan", "landmark", "road")
 # Lower is more specific: a landmark pins a spot, a kecamatan only a district.
 _KIND_RANK: Mapping[str, int] = MappingProxyType({"landmark": 0, "road": 1, "kelurahan": 2, "kecamatan": 3})
+
+# A pin this far outside a landmark's radius is still "near" it; a kelurahan reaches this many
+# times its radius (its radius is rough, and kelurahan tile the city).
+NEAR_SLACK_M = 150.0
+NEAR_KELURAHAN_FACTOR = 1.5
 
 FUZZY_MIN_RATIO = 0.85
 # One typo in a 4-letter name already scores >= 0.85 against unrelated words
@@ -199,8 +205,22 @@ class GazetteerError(ValueError):
 
 
 @dataclass(frozen=True)
+class RoadPoint:
+    """A road's stretch inside one kelurahan: where to go when the caller names both."""
+
+    kelurahan: str
+    lat: float
+    lon: float
+    radius_m: float
+
+
+@dataclass(frozen=True)
 class GazetteerEntry:
-    """One named place: a kecamatan, kelurahan, landmark or road."""
+    """One named place: a kecamatan, kelurahan, landmark or road.
+
+    A road may also carry ``points``, one per kelurahan it runs through; its own lat/lon is
+    the middle of its stretch in the city.
+    """
 
     name: str
     kind: Kind
@@ -209,6 +229,7 @@ class GazetteerEntry:
     lat: float
     lon: float
     radius_m: float
+    points: tuple[RoadPoint, ...] = ()
 
     @property
     def kecamatan(self) -> str:
@@ -230,7 +251,36 @@ class _Alias:
         return frozenset(t for t in self.tokens if any(c.isdigit() for c in t))
 
 
-_ENTRY_KEYS = frozenset({"name", "kind", "aliases", "parent", "lat", "lon", "radius_m"})
+_ENTRY_KEYS = frozenset({"name", "kind", "aliases", "parent", "lat", "lon", "radius_m", "points"})
+_POINT_KEYS = frozenset({"kelurahan", "lat", "lon", "radius_m"})
+
+
+def _coordinates(where: str, item: Mapping[str, Any]) -> tuple[float, float, float]:
+    try:
+        lat, lon, radius = float(item["lat"]), float(item["lon"]), float(item["radius_m"])
+    except (TypeError, ValueError) as exc:
+        raise GazetteerError(f"{where}: lat, lon and radius_m must be numbers") from exc
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise GazetteerError(f"{where}: lat/lon out of range: {lat}, {lon}")
+    if not (math.isfinite(radius) and radius > 0):
+        raise GazetteerError(f"{where}: radius_m must be positive, got {radius}")
+    return lat, lon, radius
+
+
+def _points_from(where: str, kind: object, points: object) -> tuple[RoadPoint, ...]:
+    if points is None:
+        return ()
+    if kind != "road" or not isinstance(points, list):
+        raise GazetteerError(f"{where}: points must be a list, and only roads have them")
+    parsed = []
+    for index, point in enumerate(points):
+        at = f"{where}.points[{index}]"
+        if not isinstance(point, Mapping) or set(point) != _POINT_KEYS:
+            raise GazetteerError(f"{at}: expected the keys {sorted(_POINT_KEYS)}")
+        if not isinstance(point["kelurahan"], str) or not point["kelurahan"].strip():
+            raise GazetteerError(f"{at}: kelurahan must be a kelurahan name")
+        parsed.append(RoadPoint(point["kelurahan"].strip(), *_coordinates(at, point)))
+    return tuple(parsed)
 
 
 def _entry_from_mapping(index: int, item: object) -> GazetteerEntry:
@@ -239,7 +289,7 @@ def _entry_from_mapping(index: int, item: object) -> GazetteerEntry:
         raise GazetteerError(f"{where}: expected a mapping, got {type(item).__name__}")
     where = f"{where} ({item.get('name')!r})"
     unknown = set(item) - _ENTRY_KEYS
-    missing = (_ENTRY_KEYS - {"aliases"}) - set(item)
+    missing = (_ENTRY_KEYS - {"aliases", "points"}) - set(item)
     if unknown or missing:
         raise GazetteerError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     name, kind, parent, aliases = item["name"], item["kind"], item["parent"], item.get("aliases") or []
@@ -251,14 +301,7 @@ def _entry_from_mapping(index: int, item: object) -> GazetteerEntry:
         raise GazetteerError(f"{where}: aliases must be a list of strings")
     if parent is not None and not isinstance(parent, str):
         raise GazetteerError(f"{where}: parent must be a kecamatan name or null")
-    try:
-        lat, lon, radius = float(item["lat"]), float(item["lon"]), float(item["radius_m"])
-    except (TypeError, ValueError) as exc:
-        raise GazetteerError(f"{where}: lat, lon and radius_m must be numbers") from exc
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise GazetteerError(f"{where}: lat/lon out of range: {lat}, {lon}")
-    if not (math.isfinite(radius) and radius > 0):
-        raise GazetteerError(f"{where}: radius_m must be positive, got {radius}")
+    lat, lon, radius = _coordinates(where, item)
     return GazetteerEntry(
         name=name.strip(),
         kind=cast(Kind, kind),
@@ -267,6 +310,7 @@ def _entry_from_mapping(index: int, item: object) -> GazetteerEntry:
         lat=lat,
         lon=lon,
         radius_m=radius,
+        points=_points_from(where, kind, item.get("points")),
     )
 
 
@@ -324,6 +368,8 @@ class _Candidate:
     confidence: float = 0.0
     conflicts: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
+    point: RoadPoint | None = None  # a road's point that agrees with the areas named with it
+    disagrees: list[GazetteerEntry] = field(default_factory=list)  # areas no point of the road lies in
 
     def rank_key(self) -> tuple[int, int, int, int, int, float]:
         kind_rank = _KIND_RANK["kecamatan"] if self.shadowed else _KIND_RANK[self.entry.kind]
@@ -425,6 +471,7 @@ class GazetteerGeocoder(Geocoder):
         self.verified = verified
         self.bbox: BBox | None = _check_bbox(bbox, "gazetteer bbox") if bbox is not None else None
         self.entries: tuple[GazetteerEntry, ...] = tuple(entries)
+        self._kelurahan = {e.name: e for e in self.entries if e.kind == "kelurahan"}
         self._aliases: tuple[tuple[GazetteerEntry, tuple[_Alias, ...]], ...] = self._index()
 
     @classmethod
@@ -476,6 +523,11 @@ class GazetteerGeocoder(Geocoder):
                 raise GazetteerError(f"{e.name!r}: parent {e.parent!r} is not a kecamatan in the gazetteer")
             if self.bbox is not None and not _inside(self.bbox, e.lat, e.lon):
                 raise GazetteerError(f"{e.name!r}: {e.lat}, {e.lon} lies outside the gazetteer bbox")
+            for point in e.points:
+                if point.kelurahan not in self._kelurahan:
+                    raise GazetteerError(f"{e.name!r}: point in {point.kelurahan!r}, which is not a kelurahan")
+                if self.bbox is not None and not _inside(self.bbox, point.lat, point.lon):
+                    raise GazetteerError(f"{e.name!r}: its point in {point.kelurahan} lies outside the bbox")
             aliases: dict[tuple[str, ...], _Alias] = {}
             for text in (e.name, *e.aliases):
                 tokens = _parse(text).tokens
@@ -504,6 +556,26 @@ class GazetteerGeocoder(Geocoder):
             return None
         locations = [self._location(c) for c in ranked]
         return locations[0] if exactly_one else locations
+
+    def nearest_place(self, lat: float, lon: float) -> str | None:
+        """The named place a pin is at, as a responder would say it; None when it is near none.
+
+        A landmark whose extent (plus ``NEAR_SLACK_M``) holds the pin, else the kelurahan
+        whose centre is nearest, if the pin is within ``NEAR_KELURAHAN_FACTOR`` times its
+        radius. Roads are never named: their one point says little about where along them.
+        """
+        best: tuple[float, str] | None = None
+        for kind, reach, label in (
+            ("landmark", lambda e: e.radius_m + NEAR_SLACK_M, lambda e: e.name),
+            ("kelurahan", lambda e: e.radius_m * NEAR_KELURAHAN_FACTOR, lambda e: f"Kel. {e.name}"),
+        ):
+            for entry in (e for e in self.entries if e.kind == kind):
+                metres = float(geodesic((lat, lon), (entry.lat, entry.lon)).meters)
+                if metres <= reach(entry) and (best is None or metres < best[0]):
+                    best = (metres, label(entry))
+            if best is not None:
+                return best[1]
+        return None
 
     def _rank(self, query: _Query) -> list[_Candidate]:
         found: list[_Candidate] = []
@@ -547,20 +619,30 @@ class GazetteerGeocoder(Geocoder):
             self._score(c, found, len(query.tokens))
         return found
 
-    @staticmethod
-    def _score(c: _Candidate, found: Sequence[_Candidate], n_tokens: int) -> None:
+    def _score(self, c: _Candidate, found: Sequence[_Candidate], n_tokens: int) -> None:
         areas = [
             o
             for o in found
             if o is not c and o.level != _FUZZY and not o.contradicted and o.entry.kind in ("kelurahan", "kecamatan")
         ]
         explained = set(c.positions)
-        for o in areas:
-            if o.entry.kecamatan == c.entry.kecamatan:
+        # A kelurahan says more than a kecamatan about where along a road to go.
+        for o in sorted(areas, key=lambda o: o.entry.kind == "kelurahan"):
+            if o.positions & c.positions:
+                continue
+            if c.entry.kind == "road":
+                # Roads cross boundaries: the road agrees with an area when one of its points
+                # lies in it; otherwise the parts of the address disagree, and both are candidates.
+                point = self._road_point_in(c.entry, o.entry)
+                if point is not None:
+                    explained |= o.positions
+                    c.point = point
+                else:
+                    c.conflicts.append(f"{o.entry.kind} {o.entry.name}")
+                    c.disagrees.append(o.entry)
+            elif o.entry.kecamatan == c.entry.kecamatan:
                 explained |= o.positions
-            elif c.entry.kind != "road" and not (o.positions & c.positions):
-                # Roads cross kecamatan boundaries, so only places and areas
-                # can be contradicted by another area named in the text.
+            else:
                 c.conflicts.append(f"{o.entry.kind} {o.entry.name}")
         coverage = len(explained) / n_tokens
         if c.level == _EXACT:
@@ -578,12 +660,42 @@ class GazetteerGeocoder(Geocoder):
         confidence /= 1 + len(ties)
         c.confidence = round(min(1.0, max(0.0, confidence)), 3)
 
+    def _road_points(self, road: GazetteerEntry) -> tuple[RoadPoint, ...]:
+        """Every point of a road: its middle (in its parent kecamatan), then one per kelurahan."""
+        return (RoadPoint("", road.lat, road.lon, road.radius_m), *road.points)
+
+    def _road_point_in(self, road: GazetteerEntry, area: GazetteerEntry) -> RoadPoint | None:
+        """The road's point in ``area``, if it has one: named for it, or within its radius."""
+        points = self._road_points(road)
+
+        def in_area(point: RoadPoint) -> bool:
+            if area.kind == "kelurahan":
+                return point.kelurahan == area.name
+            if point.kelurahan:
+                return self._kelurahan[point.kelurahan].kecamatan == area.name
+            return road.parent == area.name
+
+        named = [point for point in points if in_area(point)]
+        if named:
+            return named[-1]  # a point for the kelurahan beats the road's middle
+        near = [(_metres(point.lat, point.lon, area), point) for point in points]
+        metres, point = min(near, key=lambda pair: pair[0])
+        return point if metres <= area.radius_m else None
+
     def _location(self, c: _Candidate) -> Location:
         e = c.entry
+        point = c.point
+        if point is None and c.disagrees:
+            # Still the road's point nearest to the area named with it: the best there is.
+            area = c.disagrees[0]
+            point = min(self._road_points(e), key=lambda p: _metres(p.lat, p.lon, area))
+        lat, lon, radius = (point.lat, point.lon, point.radius_m) if point else (e.lat, e.lon, e.radius_m)
+        kelurahan = point.kelurahan if point else ""
+        kecamatan = self._kelurahan[kelurahan].kecamatan if kelurahan else e.kecamatan
         parts = {
             "kecamatan": [f"Kec. {e.name}"],
             "kelurahan": [f"Kel. {e.name}", f"Kec. {e.kecamatan}"],
-        }.get(e.kind, [e.name, f"Kec. {e.kecamatan}"])
+        }.get(e.kind, [e.name, *([f"Kel. {kelurahan}"] if kelurahan else []), f"Kec. {kecamatan}"])
         display = ", ".join([*parts, self.region] if self.region else parts)
         raw: dict[str, Any] = {
             "source": "gazetteer",
@@ -592,15 +704,34 @@ class GazetteerGeocoder(Geocoder):
             "matched_alias": c.alias.text,
             "match": _LEVEL_NAMES[c.level],
             "confidence": c.confidence,
-            "kecamatan": e.kecamatan,
-            "lat": e.lat,
-            "lon": e.lon,
-            "radius_m": e.radius_m,
+            "kecamatan": kecamatan,
+            "lat": lat,
+            "lon": lon,
+            "radius_m": radius,
             "alternatives": list(c.alternatives),
             "conflicts": list(c.conflicts),
             "verified": self.verified,
         }
-        return Location(display, (e.lat, e.lon), raw)
+        if c.disagrees:
+            # The parts of the address point to different places: the call-taker chooses.
+            here = {"name": display.split(", ")[0], "kind": e.kind, "lat": lat, "lon": lon, "radius_m": radius}
+            raw["candidates"] = [
+                here,
+                *(
+                    {"name": _area_label(a), "kind": a.kind, "lat": a.lat, "lon": a.lon, "radius_m": a.radius_m}
+                    for a in c.disagrees
+                ),
+            ]
+            raw["apart_m"] = round(_metres(lat, lon, c.disagrees[0]))
+        return Location(display, (lat, lon), raw)
+
+
+def _metres(lat: float, lon: float, place: GazetteerEntry) -> float:
+    return float(geodesic((lat, lon), (place.lat, place.lon)).meters)
+
+
+def _area_label(area: GazetteerEntry) -> str:
+    return f"{'Kel.' if area.kind == 'kelurahan' else 'Kec.'} {area.name}"
 
 
 # ----------------------------------------------------------------------------
@@ -619,6 +750,19 @@ class GeocodeResult:
     source: Source
     confidence: float
     raw: dict[str, Any]
+
+    @property
+    def conflicts(self) -> list[str]:
+        """Areas named in the text that the result does not lie in, e.g. ``["kelurahan Jati"]``."""
+        return [str(c) for c in self.raw.get("conflicts") or []]
+
+    @property
+    def candidates(self) -> list[dict[str, Any]]:
+        """When the parts of the address disagree: each place they point to, the result first.
+
+        Each is ``{"name", "kind", "lat", "lon", "radius_m"}``; empty when they agree.
+        """
+        return [dict(c) for c in self.raw.get("candidates") or []]
 
 
 def _clamp01(value: object) -> float:

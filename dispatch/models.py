@@ -11,8 +11,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from foundation.clock import utcnow
 from foundation.db import Base
 
-INCIDENT_STATES = ("received", "dispatched", "acknowledged", "on_scene", "resolved", "cancelled")
-OPEN_STATES = ("received", "dispatched", "acknowledged", "on_scene")
+# "unanswered": every step of an escalation ran and nobody accepted; a dispatcher must act.
+INCIDENT_STATES = ("received", "dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled")
+OPEN_STATES = ("received", "dispatched", "unanswered", "acknowledged", "on_scene")
 
 
 class Incident(Base):
@@ -23,7 +24,7 @@ class Incident(Base):
         UniqueConstraint("device_id", "press_id"),
         UniqueConstraint("call_id"),
         CheckConstraint(
-            "state IN ('received','dispatched','acknowledged','on_scene','resolved','cancelled')",
+            "state IN ('received','dispatched','unanswered','acknowledged','on_scene','resolved','cancelled')",
             name="state",
         ),
         CheckConstraint("service IS NULL OR service IN ('police','disaster','ambulance')", name="service"),

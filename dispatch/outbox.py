@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import provider_health, routing, timeline
 from dispatch.alerts import insert_notification
+from dispatch.escalation import bring_forward
 from dispatch.metrics import Metrics
 from dispatch.models import Assignment, EscalationStep, Notification
 from dispatch.provider_health import ProviderHealth
@@ -513,7 +514,8 @@ class Outbox:
             error=failure.detail,
         )
         if row.assignment_id is not None and row.step_id is not None:
-            advance_now(session, row.assignment_id, now)
+            reason = "failed" if row.channel == "voice" else "permanent_sms_failure"
+            bring_forward(session, row.assignment_id, now, reason, step_id=row.step_id)
 
     def _expire(self, row: Notification, now: datetime) -> SendResult:
         def save(session: Session) -> None:

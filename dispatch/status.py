@@ -1,4 +1,8 @@
-"""Telling whoever raised an incident what is happening: the button, or the 112 call center."""
+"""Telling whoever raised an incident what is happening: the button, or the 112 call center.
+
+``refresh_incident`` derives the incident's state from its assignments (accept, decline,
+exhaustion, a dispatcher's action) and says what changed.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from geopy.distance import geodesic
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from devices.models import Device
 from devices.protocol import status_payload
 from devices.protocol import status_topic as device_status_topic
-from dispatch.models import Incident
+from dispatch import alerts, timeline
+from dispatch.escalation_policy import incident_state
+from dispatch.models import Assignment, Incident
+from foundation.settings import Settings
+from responders.models import Unit
 
 CALL_TOPIC = "calls/112"
 
@@ -50,3 +63,56 @@ def publications(incident: Incident, now: datetime, **extra: Any) -> tuple[Publi
         data = json.dumps({k: v for k, v in body.items() if v is not None}, separators=(",", ":")).encode()
         return (Publication(call_status_topic(incident.call_id), data),)
     return ()
+
+
+def refresh_incident(
+    session: Session, settings: Settings, incident: Incident, now: datetime
+) -> list[tuple[str, bytes]]:
+    """Derive the incident's state from its assignments; tell the resident when it changed.
+
+    Returns the status publications to make after commit (none when the state stands).
+    """
+    session.flush()
+    assignments = session.execute(select(Assignment).where(Assignment.incident_id == incident.id)).scalars().all()
+    derived = incident_state([a.state for a in assignments])
+    if derived is None or derived == incident.state:
+        return []
+    previous, incident.state = incident.state, derived
+    if derived in ("resolved", "cancelled"):
+        incident.closed_at = now
+        incident.disposition = incident.disposition or derived
+    timeline.record(
+        session,
+        "state_changed",
+        actor="system",
+        incident_id=incident.id,
+        at=now,
+        previous=previous,
+        state=derived,
+    )
+    device = session.get(Device, incident.device_id) if incident.device_id else None
+    accepted = next((a for a in assignments if a.accepted_unit_id), None)
+    unit = session.get(Unit, accepted.accepted_unit_id) if accepted and accepted.accepted_unit_id else None
+    distance = _distance(unit, incident)
+    if device is not None and settings.escalation.resident_sms and derived != "dispatched":
+        alerts.write_resident_update(
+            session,
+            incident,
+            device,
+            derived,
+            unit_name=unit.name if unit else None,
+            distance_m=distance,
+            now=now,
+        )
+    extra = {
+        "unit_name": unit.name if unit else None,
+        "distance_m": round(distance) if distance is not None else None,
+    }
+    return [(p.topic, p.payload) for p in publications(incident, now, **extra)]
+
+
+def _distance(unit: Unit | None, incident: Incident) -> float | None:
+    if unit is None or incident.lat is None or incident.lon is None:
+        return None
+    lat, lon = (unit.fix_lat, unit.fix_lon) if unit.fix_lat is not None else (unit.station_lat, unit.station_lon)
+    return float(geodesic((incident.lat, incident.lon), (lat, lon)).meters)

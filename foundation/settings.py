@@ -225,6 +225,9 @@ class GeocodingSettings(_Section):
     attempts: int = Field(default=3, ge=1, le=5)
     # south, west, north, east: a result outside is treated as "not found", never guessed.
     bounds: tuple[float, float, float, float] = (-7.86, 113.13, -7.68, 113.29)
+    # A gazetteer match less sure than this (ambiguous, or parts of the address that disagree)
+    # is not dispatched automatically: the call waits for a call-taker to set the location.
+    auto_dispatch_min_confidence: float = Field(default=0.6, ge=0, le=1)
 
     @model_validator(mode="after")
     def _domain_for_nominatim(self) -> GeocodingSettings:

@@ -40,7 +40,7 @@ from responders.replies import MAX_CODE_DIGITS
 
 Language = Literal["id", "en"]
 Service = Literal["police", "disaster", "ambulance"]
-ResidentState = Literal["dispatched", "acknowledged", "on_scene", "resolved", "cancelled"]
+ResidentState = Literal["dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled"]
 
 SMS_MAX_SEPTETS: Final = 160
 ELLIPSIS: Final = ".."
@@ -344,6 +344,33 @@ def _spoken_distance(language: Language, distance_m: float) -> str:
 # ---------------------------------------------------------------------------- alerts
 
 
+_BUTTON_SPOKEN: Final[Mapping[Language, str]] = MappingProxyType(
+    {"id": "Tombol darurat milik", "en": "Panic button of"}
+)
+_CALL_SPOKEN: Final[Mapping[Language, str]] = MappingProxyType({"id": "Panggilan 112", "en": "112 call"})
+_NEAR: Final[Mapping[Language, str]] = MappingProxyType({"id": "dekat", "en": "near"})
+
+
+def _ended(text: str) -> str:
+    """``text`` as a sentence of its own: a full stop, unless it ends cut (".."), then a space."""
+    if not text:
+        return ""
+    return f"{text} " if text.endswith(ELLIPSIS) else f"{text}. "
+
+
+def unknown_location(language: Language) -> str:
+    """What an alert says when nothing at all is known of the place."""
+    return _UNKNOWN_WHERE[language]
+
+
+def pin_location(language: Language, coordinates: str, near: str | None) -> str:
+    """A location known only as a pin: the coordinates, then the nearest named place.
+
+    The coordinates come first so that shortening an SMS cuts the place name, never a number.
+    """
+    return f"{coordinates} ({_NEAR[language]} {near})" if near else coordinates
+
+
 def alert_sms(
     language: Language,
     *,
@@ -353,35 +380,45 @@ def alert_sms(
     distance_m: float | None,
     link: str,
     incident_id: int,
+    button_owner: str | None = None,
+    call_nature: str | None = None,
 ) -> str:
-    """The alert SMS to a responder: service, code, place, distance, how to reply, link.
+    """The alert SMS to a responder: service, code, what, place, distance, how to reply, link.
 
-    Example (id): ``DARURAT POLISI #12: Jl. Panglima Sudirman, Mangunharjo (1,2 km).
-    Balas YA 12 terima / TOLAK 12. Kejadian 345. Link: http://x/a/abc``.
+    Example (id): ``DARURAT POLISI #12: Toko Emas Sinar, Jl. Panglima Sudirman,
+    Mangunharjo (1,2 km). Balas YA 12 terima / TOLAK 12. Kejadian 345. Link: http://x/a/abc``.
+    Where space allows, a panic button's owner (``button_owner``) reads as part of the
+    address, and a 112 call's nature (``call_nature``, its description) follows the place:
+    ``#12: Jl. Suroyo (850 m). 112: perampokan, satu korban luka. Balas ...``.
 
     When the text is too long, ``where`` is shortened first (to 30 septets), then the
-    incident number is left out, then ``where`` is shortened further, down to nothing.
-    Raises ``ValueError`` if even that does not fit (a link that is far too long) or if
-    the link is not GSM-7.
+    nature or owner (to 20), then the incident number is left out, then the nature or
+    owner, then ``where`` is shortened further, down to nothing. Raises ``ValueError`` if
+    even that does not fit (a link that is far too long) or if the link is not GSM-7.
     """
     code = _code(code)
     incident_id = _incident(incident_id)
     link = _link(link)
     name = _SERVICE_SMS[language][service]
     distance = f" ({format_distance(language, distance_m)})" if distance_m is not None else ""
+    nature = _free_text(call_nature or "")
     values = {
+        "what": f"112: {nature}" if nature else _free_text(button_owner or ""),
         "where": _free_text(where) or _UNKNOWN_WHERE[language],
         "incident": f"Kejadian {incident_id}." if language == "id" else f"Incident {incident_id}.",
     }
 
     def render(v: Mapping[str, str]) -> str:
         # Once "where" is gone entirely the distance still follows the code: "#12 (1,2 km)."
-        place = f": {v['where']}{distance}. " if v["where"] else f"{distance}. "
+        told = v["where"] if nature else ", ".join(part for part in (v["what"], v["where"]) if part)
+        head = f": {told}{distance}" if told else distance
+        place = (_ended(head) if head else ". ") + (_ended(v["what"]) if nature else "")
         if language == "id":
             return f"DARURAT {name} #{code}{place}Balas YA {code} terima / TOLAK {code}. {v['incident']} Link: {link}"
         return f"{name} EMERGENCY #{code}{place}Reply YES {code} to accept / NO {code}. {v['incident']} Link: {link}"
 
-    return _fit(render, values, (_Shrink("where", 30), _Drop("incident"), _Shrink("where")))
+    steps = (_Shrink("where", 30), _Shrink("what", 20), _Drop("incident"), _Drop("what"), _Shrink("where"))
+    return _fit(render, values, steps)
 
 
 def _speakable(text: str) -> str:
@@ -421,18 +458,27 @@ def alert_voice_prompt(
     code: int,
     where: str,
     distance_m: float | None,
+    button_owner: str | None = None,
+    call_nature: str | None = None,
 ) -> str:
     """The text spoken in the alert call, ending with the keypad instructions.
 
     Not limited to GSM-7 (it is never sent as SMS) but cleaned of emoji; the code is
     spelt digit by digit; Indonesian abbreviations (Jl., Gg., Kel., Kec.) are spelt out.
+    A 112 call's nature, or else the panic button's owner, is said after the code.
     """
     code = _code(code)
     spoken_where = _speakable(where)
+    what = ""
+    if call_nature and (nature := _speakable(call_nature)):
+        what = f"{_CALL_SPOKEN[language]}: {nature}."
+    elif button_owner and (owner := _speakable(button_owner)):
+        what = f"{_BUTTON_SPOKEN[language]} {owner}."
     if language == "id":
         parts = [
             f"Darurat {_SERVICE_SPOKEN['id'][service]}.",
             f"Kode {_spelt(code)}.",
+            *([what] if what else []),
             f"Lokasi: {spoken_where}." if spoken_where else "Lokasi belum diketahui.",
         ]
         if distance_m is not None:
@@ -442,6 +488,7 @@ def alert_voice_prompt(
         parts = [
             f"{_SERVICE_SPOKEN['en'][service]} emergency.",
             f"Code {_spelt(code)}.",
+            *([what] if what else []),
             f"Location: {spoken_where}." if spoken_where else "Location unknown.",
         ]
         if distance_m is not None:
@@ -530,7 +577,7 @@ def resident_sms(
     resident of 112, because a panic button is not the only way to get help.
     """
     incident_id = _incident(incident_id)
-    if state not in ("dispatched", "acknowledged", "on_scene", "resolved", "cancelled"):
+    if state not in ("dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled"):
         raise ValueError(f"unknown resident message state {state!r}")
     distance = ""
     if distance_m is not None and state in ("dispatched", "acknowledged"):
@@ -544,6 +591,8 @@ def resident_sms(
             return {
                 "dispatched": f"Tombol darurat Anda diterima (kejadian {incident_id}). {who}{distance} "
                 "sedang dihubungi. Bila makin gawat, hubungi 112.",
+                "unanswered": f"Belum ada petugas yang menjawab panggilan untuk kejadian {incident_id}. "
+                "Pusat komando menanganinya sekarang. Bila bisa, hubungi 112.",
                 "acknowledged": f"{who}{distance} menuju lokasi Anda (kejadian {incident_id}). "
                 "Tetap di tempat aman. Bila makin gawat, hubungi 112.",
                 "on_scene": f"{who} telah tiba di lokasi (kejadian {incident_id}).",
@@ -556,6 +605,8 @@ def resident_sms(
         return {
             "dispatched": f"Your emergency alert was received (incident {incident_id}). {who}{distance} "
             "is being contacted. If it gets worse, call 112.",
+            "unanswered": f"No responder has answered yet for incident {incident_id}. "
+            "The command centre is handling it now. If you can, call 112.",
             "acknowledged": f"{who}{distance} is on the way to you (incident {incident_id}). "
             "Stay somewhere safe. If it gets worse, call 112.",
             "on_scene": f"{who} has arrived at the scene (incident {incident_id}).",

@@ -8,8 +8,11 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dispatch.models import Notification, TimelineEvent
+from dispatch.auth import hash_password, issue_token
+from dispatch.models import Notification, TimelineEvent, User
 from dispatch.service import SANDBOX_PREFIX, DispatchService
+from foundation.clock import utcnow
+from foundation.db import transaction
 from responders.sandbox import SandboxStore
 
 # Same shape as the default policy, compressed from 30 s steps to 1 s steps.
@@ -89,3 +92,12 @@ def notifications(sessions: sessionmaker[Session], incident_id: int | None = Non
         if incident_id is not None:
             query = query.where(Notification.incident_id == incident_id)
         return list(session.execute(query).scalars())
+
+
+def api_token(sessions: sessionmaker[Session], username: str, role: str) -> str:
+    """A new user with ``role`` and a bearer token for the HTTP API."""
+    with transaction(sessions) as session:
+        user = User(username=username, name=username.title(), role=role, password_hash=hash_password("pw"))
+        session.add(user)
+        session.flush()
+        return issue_token(session, user, "tests", utcnow())

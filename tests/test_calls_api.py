@@ -226,6 +226,46 @@ def test_an_address_nobody_knows_asks_the_call_taker_for_the_location_and_the_pi
     assert "location_overridden" in kinds(sessions, created["incident_id"])
 
 
+def test_an_address_whose_parts_disagree_is_not_dispatched_and_shows_both_places(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], tokens: dict[str, str]
+) -> None:
+    service = start_service(escalation=SLOW)
+    body = {k: v for k, v in CALL.items() if k not in ("lat", "lon", "accuracy_m")}
+    body["address"] = "Jl. Raya Bromo, Kel. Mayangan"  # the road's point is 5 km from Mayangan
+    created = api(service, "POST", "/calls", tokens["call_taker"], json=body).json()
+    assert created["location_needed"] is True
+    detail = api(service, "GET", f"/incidents/{created['incident_id']}", tokens["call_taker"]).json()
+    geocode = detail["geocode"]
+    assert (detail["lat"], geocode["auto_dispatch"], geocode["conflicts"]) == (None, False, ["kelurahan Mayangan"])
+    assert geocode["confidence"] < 0.6
+    assert [c["name"] for c in geocode["candidates"]] == ["Jl. Raya Bromo", "Kel. Mayangan"]
+    assert count(sessions, Assignment) == 0  # nobody sent to a place the address does not agree on
+    [flag] = [e for e in detail["timeline"] if e["kind"] == "flagged_for_review"]
+    assert flag["data"]["geocode_confidence"] == geocode["confidence"]
+    chosen = geocode["candidates"][1]  # the call-taker picks Kel. Mayangan
+    api(
+        service,
+        "POST",
+        f"/incidents/{created['incident_id']}/location",
+        tokens["call_taker"],
+        json={"lat": chosen["lat"], "lon": chosen["lon"]},
+    )
+    eventually(lambda: texts_to(sandbox(service), UNIT_PHONES["POL-02"]))
+
+
+def test_a_road_named_with_its_kelurahan_is_dispatched_to_the_roads_point_there(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], tokens: dict[str, str]
+) -> None:
+    service = start_service(escalation=SLOW)
+    body = {k: v for k, v in CALL.items() if k not in ("lat", "lon", "accuracy_m")}
+    body["address"] = "Jl. Soekarno-Hatta, Kel. Jati"
+    created = api(service, "POST", "/calls", tokens["call_taker"], json=body).json()
+    detail = api(service, "GET", f"/incidents/{created['incident_id']}", tokens["call_taker"]).json()
+    assert (detail["lat"], detail["lon"], detail["location_source"]) == (-7.7479, 113.2231, "geocoded")
+    assert "auto_dispatch" not in detail["geocode"] and "candidates" not in detail["geocode"]
+    eventually(lambda: texts_to(sandbox(service), UNIT_PHONES["POL-02"]))  # Mayangan's unit, not Kademangan's
+
+
 def test_the_operators_pin_beats_the_geocode(
     start_service: Start, roster: None, sessions: sessionmaker[Session], tokens: dict[str, str]
 ) -> None:

@@ -36,7 +36,9 @@ def test_a_decline_jumps_to_the_next_unit_step_of_the_current_round() -> None:
     [
         ([], None),
         (["active"], "dispatched"),
-        (["exhausted"], "dispatched"),
+        (["exhausted"], "unanswered"),
+        (["exhausted", "accepted"], "unanswered"),
+        (["exhausted", "cancelled"], "unanswered"),
         (["accepted"], "acknowledged"),
         (["on_scene"], "on_scene"),
         (["resolved"], "resolved"),

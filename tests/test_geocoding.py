@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from geopy.geocoders import Nominatim
 from geopy.geocoders.base import Geocoder
 
 from dispatch.geocoding import (
+    GazetteerEntry,
     GazetteerError,
     GazetteerGeocoder,
     GeocodeResult,
+    RoadPoint,
     geocode_address,
     make_geocoder,
 )
@@ -495,3 +498,81 @@ def test_make_geocoder_gazetteer_and_errors() -> None:
         make_geocoder("nominatim", gazetteer_path=str(GAZETTEER), nominatim_domain=None)
     with pytest.raises(ValueError, match="unknown geocoder kind"):
         make_geocoder("google", gazetteer_path=str(GAZETTEER), nominatim_domain="x")
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "expected"),
+    [
+        (-7.7493, 113.2112, "Masjid Agung Roudlotul Jannah"),  # inside a landmark: the landmark
+        (-7.7466, 113.2236, "Kel. Jati"),  # no landmark close: the kelurahan
+        (-7.6000, 113.0000, None),  # far from everything: nothing is guessed
+    ],
+)
+def test_the_nearest_place_of_a_pin(gazetteer: GazetteerGeocoder, lat: float, lon: float, expected: str | None) -> None:
+    assert gazetteer.nearest_place(lat, lon) == expected
+
+
+# -- addresses whose parts disagree ------------------------------------------------------------
+
+
+def one_point_per_road(gazetteer: GazetteerGeocoder) -> GazetteerGeocoder:
+    """The gazetteer as it was when every road had a single point."""
+    entries = [replace(e, points=()) for e in gazetteer.entries]
+    return GazetteerGeocoder(entries, region=gazetteer.region, bbox=gazetteer.bbox)
+
+
+def test_a_road_whose_only_point_is_outside_the_named_kelurahan_is_not_found_with_confidence(
+    gazetteer: GazetteerGeocoder,
+) -> None:
+    """Seen: this resolved to the road's point 2.8 km away in Kademangan, confidence 0.83, shown as found."""
+    result = geocode_address(one_point_per_road(gazetteer), "Jl. Soekarno-Hatta, Kel. Jati", timeout_s=1.0)
+    assert result is not None
+    assert result.conflicts == ["kelurahan Jati"]
+    assert result.confidence < 0.6  # below geocoding.auto_dispatch_min_confidence
+    assert [(c["name"], c["kind"], c["lat"], c["lon"]) for c in result.candidates] == [
+        ("Jl. Soekarno-Hatta", "road", -7.7490, 113.1960),
+        ("Kel. Jati", "kelurahan", -7.7470, 113.2240),
+    ]
+    assert 3000 < result.raw["apart_m"] < 3200
+
+
+def test_a_road_with_a_point_in_the_named_kelurahan_resolves_to_that_point(gazetteer: GazetteerGeocoder) -> None:
+    result = geocode_address(gazetteer, "Jl. Soekarno-Hatta, Kel. Jati", timeout_s=1.0)
+    assert result is not None
+    assert (result.lat, result.lon) == (-7.7479, 113.2231)
+    assert result.display_name.startswith("Jl. Soekarno-Hatta, Kel. Jati, Kec. Mayangan")
+    assert (result.conflicts, result.candidates) == ([], [])
+    assert result.confidence >= 0.9
+    plain = geocode_address(gazetteer, "Jl. Soekarno-Hatta", timeout_s=1.0)
+    assert plain is not None and (plain.lat, plain.lon) == (-7.7490, 113.1960)  # the road's middle
+
+
+@pytest.mark.parametrize(
+    ("text", "agrees"),
+    [
+        ("Jl. Raya Bromo, Kel. Mayangan", False),  # the south of the city and the harbour
+        ("Jl. Soekarno-Hatta, Kel. Kedopok", False),
+        ("Jl. Soekarno-Hatta, Kel. Pilang", True),  # its middle lies within Pilang's radius
+        ("Jl. Soekarno-Hatta, Kec. Mayangan", True),  # its point in Jati is in Kec. Mayangan
+        ("Jl. Panglima Sudirman, Mangunharjo", True),
+    ],
+)
+def test_a_road_and_an_area_agree_when_a_point_of_the_road_lies_in_the_area(
+    gazetteer: GazetteerGeocoder, text: str, agrees: bool
+) -> None:
+    result = geocode_address(gazetteer, text, timeout_s=1.0)
+    assert result is not None
+    assert (result.conflicts == []) == agrees
+    assert (result.confidence >= 0.6) == agrees
+    assert (len(result.candidates) == 2) == (not agrees)
+
+
+def test_road_points_are_checked_when_the_gazetteer_loads() -> None:
+    jati = GazetteerEntry("Jati", "kelurahan", (), "Mayangan", -7.747, 113.224, 700)
+    mayangan = GazetteerEntry("Mayangan", "kecamatan", (), None, -7.74, 113.218, 2000)
+    road = GazetteerEntry(
+        "Jl. X", "road", (), "Mayangan", -7.74, 113.22, 900, (RoadPoint("Jatii", -7.747, 113.224, 300),)
+    )
+    with pytest.raises(GazetteerError, match="'Jatii', which is not a kelurahan"):
+        GazetteerGeocoder([mayangan, jati, road])
+    assert GazetteerGeocoder([mayangan, jati, replace(road, points=(RoadPoint("Jati", -7.747, 113.224, 300),))])

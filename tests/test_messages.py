@@ -29,6 +29,7 @@ from responders.messages import (
     alert_voice_prompt,
     format_distance,
     gsm7_length,
+    pin_location,
     reply_text,
     resident_sms,
     supervisor_sms,
@@ -232,6 +233,77 @@ def test_alert_sms_with_long_address_and_link_fits_one_segment_and_keeps_what_ma
     assert ("(12,3 km)" if language == "id" else "(12.3 km)") in text
     assert f"#{code}: Jl. Ra" in text  # the start of the address survives
     assert ".." in text  # and the cut is visible
+
+
+def test_alert_sms_names_the_buttons_owner_as_part_of_the_address() -> None:
+    text = alert_sms(
+        "id",
+        service="police",
+        code=1,
+        where="Jl. Panglima Sudirman, Mangunharjo",
+        distance_m=205,
+        link="http://x/a/abc",
+        incident_id=12,
+        button_owner="Toko Emas Sinar",
+    )
+    assert text == (
+        "DARURAT POLISI #1: Toko Emas Sinar, Jl. Panglima Sudirman, Mangunharjo (205 m). "
+        "Balas YA 1 terima / TOLAK 1. Kejadian 12. Link: http://x/a/abc"
+    )
+
+
+def test_alert_sms_says_what_the_112_caller_reported_after_the_place() -> None:
+    text = alert_sms(
+        "en",
+        service="police",
+        code=3,
+        where="Jl. Suroyo",
+        distance_m=850,
+        link="http://x/a/q",
+        incident_id=9,
+        call_nature="perampokan, satu korban luka",
+        button_owner="ignored for a call",
+    )
+    assert text == (
+        "POLICE EMERGENCY #3: Jl. Suroyo (850 m). 112: perampokan, satu korban luka. "
+        "Reply YES 3 to accept / NO 3. Incident 9. Link: http://x/a/q"
+    )
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("what", [{"button_owner": "Toko Emas " * 20}, {"call_nature": "korban " * 100}])
+def test_the_owner_or_the_nature_gives_way_before_the_place_and_never_breaks_the_segment(
+    language: Language, what: dict[str, str]
+) -> None:
+    where = "Jl. Panglima Sudirman, Mangunharjo"
+    text = alert_sms(
+        language, service="police", code=77, where=where, distance_m=1, link=LONG_LINK, incident_id=5, **what
+    )
+    assert_one_gsm7_segment(text)
+    assert instructions(language, 77) in text and text.endswith(f"Link: {LONG_LINK}")
+    assert "Jl. Panglima Sudirman" in text  # the place keeps at least its first 30 septets
+
+
+def test_a_bare_pin_reads_coordinates_first_then_the_nearest_place() -> None:
+    assert pin_location("id", "-7.74660,113.22360", "Kel. Jati") == "-7.74660,113.22360 (dekat Kel. Jati)"
+    assert pin_location("en", "-7.74660,113.22360", "Kel. Jati") == "-7.74660,113.22360 (near Kel. Jati)"
+    assert pin_location("en", "-7.74660,113.22360", None) == "-7.74660,113.22360"
+    cut = alert_sms(
+        "id", service="police", code=1, where=pin_location("id", "-7.74660,113.22360", "Kel. Jati " * 10),
+        distance_m=None, link=LONG_LINK, incident_id=1, call_nature="kebakaran " * 20,
+    )  # fmt: skip
+    assert "#1: -7.74660,113.22360 (dekat.. 112: kebakaran.. Balas" in cut  # the name is cut, never a digit
+
+
+def test_voice_prompt_says_the_owner_or_what_the_caller_reported() -> None:
+    owner = alert_voice_prompt(
+        "id", service="police", code=1, where="Jl. Suroyo", distance_m=None, button_owner="Toko Emas Sinar"
+    )
+    assert "Kode 1. Tombol darurat milik Toko Emas Sinar. Lokasi: Jalan Suroyo." in owner
+    nature = alert_voice_prompt(
+        "en", service="police", code=1, where="Jl. Suroyo", distance_m=None, call_nature="robbery 🔪, one hurt"
+    )
+    assert "Code 1. 112 call: robbery, one hurt. Location: Jalan Suroyo." in nature
 
 
 def test_alert_sms_keeps_a_short_address_whole() -> None:
@@ -474,7 +546,7 @@ def test_supervisor_sms_prefers_the_reason_to_the_address_when_space_is_short() 
     assert "No unit answered after 3 rounds." in text
 
 
-RESIDENT_STATES = ("dispatched", "acknowledged", "on_scene", "resolved", "cancelled")
+RESIDENT_STATES = ("dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -499,6 +571,11 @@ def test_resident_sms_examples() -> None:
     )
     assert resident_sms("en", state="on_scene", unit_name=None, distance_m=None, incident_id=345) == (
         "A responder has arrived at the scene (incident 345)."
+    )
+    # Nobody accepted: the resident is not told help is on the way, and is pointed to 112.
+    assert resident_sms("id", state="unanswered", unit_name="AMB-02", distance_m=850, incident_id=345) == (
+        "Belum ada petugas yang menjawab panggilan untuk kejadian 345. Pusat komando menanganinya sekarang. "
+        "Bila bisa, hubungi 112."
     )
 
 

@@ -35,6 +35,10 @@ TEXT: dict[str, dict[str, Any]] = {
         "code": "Kode",
         "state": "Status",
         "where": "Lokasi",
+        "service_label": "Layanan",
+        "owner": "Tombol milik",
+        "nature": "Laporan 112",
+        "priority": "Prioritas",
     },
     "en": {
         "title": "Emergency call",
@@ -46,6 +50,10 @@ TEXT: dict[str, dict[str, Any]] = {
         "code": "Code",
         "state": "State",
         "where": "Location",
+        "service_label": "Service",
+        "owner": "Button of",
+        "nature": "112 report",
+        "priority": "Priority",
     },
 }
 
@@ -74,7 +82,8 @@ def show(token: str) -> tuple[str, int]:
         if not _valid(notification, context):
             return render_template("link.html", text=TEXT["id"], message=TEXT["id"]["invalid"]), 404
         assert notification is not None
-        text = TEXT["en" if notification.language == "en" else "id"]
+        language: messages.Language = "en" if notification.language == "en" else "id"
+        text = TEXT[language]
         incident = session.get_one(Incident, notification.incident_id)
         device = session.get(Device, incident.device_id) if incident.device_id else None
         used = session.query(LinkUse).filter_by(notification_id=notification.id).first()
@@ -83,7 +92,9 @@ def show(token: str) -> tuple[str, int]:
                 "link.html",
                 text=text,
                 incident=incident,
-                where=alerts.describe_location(incident, device),
+                # The same words as the SMS and the call this link came with.
+                where=alerts.describe_location(incident, device, language),
+                **alerts.what_happened(incident, device),
                 code=notification.alert_code,
                 service=text["service"].get(incident.service or "", incident.service),
                 accept_token=links.make_token(context.signing_key, notification.id, "accept"),

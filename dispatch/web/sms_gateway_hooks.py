@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from dispatch import routing, sms_replies, timeline
 from dispatch.alerts import insert_notification
+from dispatch.escalation import bring_forward
 from dispatch.models import Notification, ProviderEvent
-from dispatch.outbox import advance_now
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 from foundation.logsafe import mask_phone
@@ -149,5 +149,6 @@ def _delivery(session: Any, context: WebContext, kind: str, payload: dict[str, A
         error=row.last_error if state == "failed" else None,
     )
     if state == "failed" and row.assignment_id is not None and row.step_id is not None:
-        advance_now(session, row.assignment_id, now)  # the phone could not send it: next step now
+        # The phone could not send it: the next step now (unless the same step's call still rings).
+        bring_forward(session, row.assignment_id, now, "permanent_sms_failure", step_id=row.step_id)
     return {"state": state}

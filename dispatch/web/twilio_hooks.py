@@ -21,8 +21,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from dispatch import acknowledge, timeline
+from dispatch.escalation import bring_forward
 from dispatch.models import InboundSms, Notification
-from dispatch.outbox import advance_now
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 from foundation.logsafe import mask_phone
@@ -164,14 +164,17 @@ def _error_replies_last_hour(session: Any, phone: str, now: Any) -> int:
 @bp.post("/sms/status")
 @signed
 def sms_status() -> Response:
-    """Delivery progress of an SMS we sent; a permanent failure moves the escalation on."""
+    """Delivery progress of an SMS we sent; a permanent failure brings the next step forward."""
     return _status(request.form.get("MessageSid", ""), request.form.get("MessageStatus", ""))
 
 
 @bp.post("/voice/status")
 @signed
 def voice_status() -> Response:
-    """Progress of a call we placed. A completed call without a key press is NOT an acknowledgement."""
+    """Progress of a call we placed; no-answer, busy or failed brings the next step forward.
+
+    A completed call without a key press is NOT an acknowledgement.
+    """
     return _status(request.form.get("CallSid", ""), request.form.get("CallStatus", ""))
 
 
@@ -200,12 +203,25 @@ def _status(sid: str, status: str) -> Response:
             previous=previous,
             error_code=row.error_code,
         )
-        failed = status in ("failed", "undelivered", "busy", "no-answer", "canceled")
-        permanent = row.error_code in PERMANENT_TWILIO_CODES
-        if failed and row.assignment_id is not None and (permanent or row.channel == "voice"):
-            advance_now(session, row.assignment_id, now)
+        reason = _definite_failure(row.channel, status, row.error_code)
+        if reason is not None and row.assignment_id is not None:
+            bring_forward(session, row.assignment_id, now, reason, step_id=row.step_id)
     context.wake()
     return Response(status=204)
+
+
+def _definite_failure(channel: str, status: str, error_code: int | None) -> str | None:
+    """Why this status means the page will not reach anyone, or None when it still may (or did).
+
+    A call nobody picked up, that was busy or failed; an SMS refused for good (a landline,
+    an unsubscribed or invalid number). An SMS that failed for a passing reason, or a call
+    we cancelled ourselves, moves nothing: the policy's own timing stands.
+    """
+    if channel == "voice" and status in ("no-answer", "busy", "failed"):
+        return status
+    if channel == "sms" and status in ("failed", "undelivered") and error_code in PERMANENT_TWILIO_CODES:
+        return "permanent_sms_failure"
+    return None
 
 
 def _wait_for_sid(context: WebContext, sid: str, timeout_s: float = 3.0) -> bool:
