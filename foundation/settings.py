@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -65,6 +65,8 @@ class DatabaseSettings(_Section):
 
 class MqttSettings(_Section):
     url: str | None = None
+    # Unset: the username in ``url`` (the shipped Mosquitto config makes the client id the
+    # username anyway), else "dispatch-1".
     client_id: str = Field(default="dispatch-1", min_length=1, max_length=64)
     shared_group: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=600)
@@ -84,6 +86,15 @@ class MqttSettings(_Section):
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://[user:pass@]host[:port] or mqtts://...")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _client_id_from_user(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("client_id") is None:
+            url = data.get("url")
+            user = urlsplit(url).username if isinstance(url, str) else None
+            data = {**data, "client_id": unquote(user) if user else "dispatch-1"}
+        return data
 
 
 class WebSettings(_Section):
