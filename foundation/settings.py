@@ -100,6 +100,8 @@ class MqttSettings(_Section):
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Larger request bodies get 413 (webhooks, API calls and console forms are a few kB).
+    max_content_length: int = Field(default=1_048_576, ge=1024)
 
 
 class IntakeSettings(_Section):
