@@ -22,11 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from devices.gateway import BrokerAddress, MqttGateway
+from devices.gateway import MqttGateway
 from dispatch.models import EscalationStep, Incident, Notification, TimelineEvent
 from dispatch.service import DispatchService
 from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
-from tests.conftest import count, eventually, free_port
+from tests.conftest import count, eventually, free_port, mqtt_login
 from tests.responder_helpers import (
     UNIT_PHONES,
     calls_to,
@@ -108,9 +108,8 @@ def processes(
 
 
 def publish_presses(url: str, presses: list[tuple[str, str]]) -> None:
-    address = BrokerAddress.from_url(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"presser-{uuid.uuid4().hex[:6]}")
-    client.username_pw_set("presser")
+    address = mqtt_login(client, url, "presser")
     client.connect(address.host, address.port)
     client.loop_start()
     infos = [
