@@ -102,6 +102,17 @@ class WebSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     # Larger request bodies get 413 (webhooks, API calls and console forms are a few kB).
     max_content_length: int = Field(default=1_048_576, ge=1024)
+    # Request threads for webhooks, the API and pages; console event streams have their own.
+    threads: int = Field(default=16, ge=2, le=256)
+    # Open connections beyond this wait in the listen backlog (bounded by the open-file limit).
+    connection_limit: int = Field(default=500, ge=10)
+    # A connection silent this long with no request in service (e.g. half-sent) is closed.
+    channel_timeout_s: int = Field(default=30, ge=1)
+    cleanup_interval_s: int = Field(default=5, ge=1)
+    # Console event streams (/console/events): per login session and per process; over a cap
+    # the console polls instead. Each open stream holds one thread of its own pool.
+    event_streams_per_session: int = Field(default=8, ge=1)
+    event_streams_total: int = Field(default=64, ge=1, le=1000)
 
 
 class IntakeSettings(_Section):
