@@ -38,6 +38,7 @@ from dispatch.retention import Purged, RetentionPolicy, purge_inbound
 from dispatch.web import WebContext, create_app
 from foundation.clock import utcnow
 from foundation.db import make_engine, make_session_factory, transaction
+from foundation.private_files import private_dir
 from foundation.settings import Settings, WebSettings
 from responders.channels import TwilioChannels
 from responders.sandbox import SandboxStore, create_sandbox_blueprint
@@ -77,7 +78,7 @@ class DispatchService:
     def start(self) -> None:
         """Migrate, connect, schedule and serve. Returns once everything is started."""
         settings = self.settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)  # SQLite file, secret key, broker password: this user's only
         self.engine = make_engine(settings.database_url)
         database.upgrade(self.engine)
         self.sessions = make_session_factory(self.engine)

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from foundation.private_files import create_private_file, private_dir
+
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 ENV_PREFIX = "DISPATCH__"
 SHORTCUTS = {
@@ -260,11 +262,10 @@ class Settings(_Section):
         """The secret for links and sessions; generated once into data_dir when not configured."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value().encode()
-        path = self.data_dir / "secret_key"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
+        path = private_dir(self.data_dir) / "secret_key"
+        # Created 0600 in one step (never readable by others, not even for a moment); when two
+        # processes race, the second reads what the first wrote.
+        create_private_file(path, secrets.token_hex(32))
         return path.read_text().strip().encode()
 
     def public_base(self, bound_port: int | None = None) -> str:
