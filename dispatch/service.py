@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from waitress.server import create_server
 from waitress.task import ThreadedTaskDispatcher
 
-from devices.broker import EmbeddedBroker
+from devices.broker import BrokerError, EmbeddedBroker
 from devices.gateway import MqttGateway
 from dispatch import database
 from dispatch.auditor import audit
@@ -91,7 +91,10 @@ class DispatchService:
         mqtt_url = settings.mqtt.url
         if mqtt_url is None:
             self.broker = EmbeddedBroker(settings.data_dir, settings.mqtt.embedded_port)
-            mqtt_url = self.broker.start()
+            try:
+                mqtt_url = self.broker.start()
+            except BrokerError as exc:
+                raise StartupError(f"dispatch: {exc}") from None
         geo = settings.geocoding
         geocoder = make_geocoder(
             geo.kind,
@@ -373,15 +376,15 @@ def make_web_server(app: Any, web: WebSettings, port: int) -> Any:
     except OSError as exc:
         dispatcher.shutdown(timeout=1)
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
+            raise StartupError(
                 f"dispatch: port {port} on {web.host} is already in use; "
                 "set web.port (or --port) to a free port or stop the other program"
             ) from None
         raise
 
 
-class PortInUse(SystemExit):
-    """The web port is taken: one line for the operator instead of a traceback.
+class StartupError(SystemExit):
+    """The service cannot start (a port is taken): one line for the operator, not a traceback.
 
     A SystemExit so that the command line prints exactly this message (exit status 1).
     """

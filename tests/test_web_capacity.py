@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from dispatch.auth import hash_password
 from dispatch.models import User
-from dispatch.service import DispatchService, PortInUse
+from dispatch.service import DispatchService, StartupError
 from foundation.db import transaction
 from tests.conftest import ROOT, eventually, free_port
 
@@ -161,12 +161,25 @@ def test_an_idle_half_sent_connection_is_closed_after_the_channel_timeout(start_
         assert 1.0 < time.monotonic() - started < 10
 
 
+def test_a_taken_embedded_broker_port_is_one_clear_line(start_service: Start) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(StartupError) as refused:
+            start_service(mqtt={"url": None, "embedded_port": port})
+    assert str(refused.value) == (
+        f"dispatch: port {port} on 127.0.0.1 is already in use; set mqtt.embedded_port "
+        "or point DISPATCH_MQTT_URL at a running broker"
+    )
+
+
 def test_a_taken_web_port_is_one_clear_line(start_service: Start) -> None:
     port = free_port()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        with pytest.raises(PortInUse) as refused:
+        with pytest.raises(StartupError) as refused:
             start_service(web={"port": port})
     assert str(refused.value) == (
         f"dispatch: port {port} on 127.0.0.1 is already in use; "
