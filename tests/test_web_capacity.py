@@ -161,30 +161,26 @@ def test_an_idle_half_sent_connection_is_closed_after_the_channel_timeout(start_
         assert 1.0 < time.monotonic() - started < 10
 
 
-def test_a_taken_embedded_broker_port_is_one_clear_line(start_service: Start) -> None:
+@pytest.mark.parametrize(
+    ("settings", "advice"),
+    [
+        ({"web": {}}, "set web.port (or --port) to a free port or stop the other program"),
+        ({"mqtt": {"url": None}}, "set mqtt.embedded_port or point DISPATCH_MQTT_URL at a running broker"),
+    ],
+    ids=["web", "embedded-broker"],
+)
+def test_a_taken_port_is_one_clear_line_naming_the_setting(
+    start_service: Start, settings: dict[str, dict[str, object]], advice: str
+) -> None:
     port = free_port()
+    section = next(iter(settings))
+    settings[section]["port" if section == "web" else "embedded_port"] = port
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
         with pytest.raises(StartupError) as refused:
-            start_service(mqtt={"url": None, "embedded_port": port})
-    assert str(refused.value) == (
-        f"dispatch: port {port} on 127.0.0.1 is already in use; set mqtt.embedded_port "
-        "or point DISPATCH_MQTT_URL at a running broker"
-    )
-
-
-def test_a_taken_web_port_is_one_clear_line(start_service: Start) -> None:
-    port = free_port()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
-        taken.listen()
-        with pytest.raises(StartupError) as refused:
-            start_service(web={"port": port})
-    assert str(refused.value) == (
-        f"dispatch: port {port} on 127.0.0.1 is already in use; "
-        "set web.port (or --port) to a free port or stop the other program"
-    )
+            start_service(**settings)
+    assert str(refused.value) == f"dispatch: port {port} on 127.0.0.1 is already in use; {advice}"
 
 
 @pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("openssl")), reason="needs nginx and openssl")
