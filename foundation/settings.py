@@ -107,7 +107,7 @@ class WebSettings(_Section):
     # Request threads for webhooks, the API and pages; console event streams have their own.
     threads: int = Field(default=16, ge=2, le=256)
     # Open connections beyond this wait in the listen backlog (bounded by the open-file limit).
-    connection_limit: int = Field(default=500, ge=10)
+    connection_limit: int = Field(default=1000, ge=10)
     # A connection silent this long with no request in service (e.g. half-sent) is closed.
     channel_timeout_s: int = Field(default=30, ge=1)
     cleanup_interval_s: int = Field(default=5, ge=1)
