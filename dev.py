@@ -28,14 +28,17 @@ def ensure_environment(extras: str) -> None:
         print(f"creating virtual environment in {VENV}", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
     fingerprint = hashlib.sha256((ROOT / "setup.py").read_bytes() + extras.encode()).hexdigest()[:16]
-    stamp = VENV / f".installed-{fingerprint}"
+    # One stamp per kind of install ("runtime", "test"): `demo` after `test` must not make the
+    # next `test` reinstall, so only this kind's older stamps are replaced.
+    kind = extras or "runtime"
+    stamp = VENV / f".installed-{kind}-{fingerprint}"
     if stamp.exists():
         return
     print(f"installing dependencies ({extras or 'runtime'}) ...", file=sys.stderr)
     target = f".[{extras}]" if extras else "."
     run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", target])
-    for old in VENV.glob(".installed-*"):
+    for old in VENV.glob(f".installed-{kind}-*"):
         old.unlink()
     stamp.touch()
 

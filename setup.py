@@ -4,14 +4,18 @@ Runtime dependencies are pinned to major versions whose APIs the code uses
 (paho-mqtt 2 callback API, SQLAlchemy 2 typed ORM, APScheduler 3).
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="probolinggo-dispatch",
     version="0.1.0",
     description="Emergency dispatch and panic-button backend (MQTT, Twilio, escalation)",
     python_requires=">=3.11",
-    packages=find_packages(include=["foundation*", "devices*", "responders*", "dispatch*"]),
+    # Namespace packages too: the data directories (templates, static files, migrations) are then
+    # packages of their own, which is what setuptools expects of a directory holding package data.
+    packages=find_namespace_packages(
+        include=["foundation*", "devices*", "responders*", "dispatch*"], exclude=["*__pycache__*"]
+    ),
     include_package_data=True,
     package_data={
         "dispatch": [

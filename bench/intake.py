@@ -104,7 +104,7 @@ def measure(service: DispatchService, url: str, presses: int, devices: int, rate
                 done.set()
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
-    client.username_pw_set("bench")
+    client.username_pw_set(address.username or "bench", address.password)
     client.on_message = on_message
     client.max_inflight_messages_set(200)
     client.connect(address.host, address.port)

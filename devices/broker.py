@@ -3,13 +3,21 @@
 Mosquitto when it is on PATH (it keeps sessions and redelivers unacknowledged
 messages after a client crash); otherwise amqtt, which is pure Python but
 discards a crashed client's in-flight QoS 1 messages (see README).
+
+Neither accepts anonymous clients: one user with a generated password, kept in
+``data_dir/mqtt-credentials`` (0600), so another user of the machine cannot publish
+presses or set units off duty. ``embedded_url`` gives the URL with the credentials.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import getpass
+import hashlib
 import logging
+import secrets
 import shutil
 import signal
 import socket
@@ -18,7 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+from foundation.private_files import create_private_file, private_dir, replace_private_file
+
 log = logging.getLogger(__name__)
+
+CREDENTIALS_FILE = "mqtt-credentials"
+EMBEDDED_USER = "dispatch"
 
 
 class BrokerError(RuntimeError):
@@ -36,7 +49,8 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        """The broker's URL with its credentials (user:password@)."""
+        return embedded_url(self.data_dir, self.port)
 
     def start(self, timeout_s: float = 15.0) -> str:
         """Start the broker and wait until it accepts connections; returns its URL."""
@@ -45,7 +59,7 @@ class EmbeddedBroker:
                 f"port {self.port} on 127.0.0.1 is already in use; set mqtt.embedded_port "
                 "or point DISPATCH_MQTT_URL at a running broker"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         command = self._mosquitto_command() if self.kind == "mosquitto" else self._amqtt_command()
         log_file = (self.data_dir / f"{self.kind}.log").open("ab")
         self._process = subprocess.Popen(
@@ -74,15 +88,22 @@ class EmbeddedBroker:
             self._process.wait()
 
     def _mosquitto_command(self) -> list[str]:
-        state = self.data_dir / "mosquitto"
-        state.mkdir(exist_ok=True)
+        state = private_dir(self.data_dir / "mosquitto")
+        user, password = embedded_credentials(self.data_dir)
+        passwords = self.data_dir / "mosquitto-embedded.passwd"
+        replace_private_file(passwords, f"{user}:{mosquitto_password_hash(password)}\n")
         conf = self.data_dir / "mosquitto-embedded.conf"
-        conf.write_text(
+        replace_private_file(
+            conf,
             "\n".join(
                 [
                     "# Written by dispatch: embedded development broker. Not for production.",
                     f"listener {self.port} 127.0.0.1",
-                    "allow_anonymous true",
+                    "allow_anonymous false",
+                    f"password_file {passwords}",
+                    # Started by root, Mosquitto would become user "mosquitto", who cannot read the
+                    # private data dir: it runs as whoever runs dispatch.
+                    f"user {getpass.getuser()}",
                     "persistence true",
                     f"persistence_location {state}/",
                     "autosave_interval 5",
@@ -90,13 +111,19 @@ class EmbeddedBroker:
                     "max_inflight_messages 100",
                     "",
                 ]
-            )
+            ),
         )
         return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
 
     def _amqtt_command(self) -> list[str]:
+        from pwdlib.hashers.argon2 import Argon2Hasher  # amqtt's own dependency, for its password file
+
+        user, password = embedded_credentials(self.data_dir)
+        passwords = self.data_dir / "amqtt-embedded.passwd"
+        replace_private_file(passwords, f"{user}:{Argon2Hasher().hash(password)}\n")
         conf = self.data_dir / "amqtt-embedded.yaml"
-        conf.write_text(
+        replace_private_file(
+            conf,
             "\n".join(
                 [
                     "# Written by dispatch: embedded development broker. Not for production.",
@@ -105,15 +132,40 @@ class EmbeddedBroker:
                     "    type: tcp",
                     f"    bind: 127.0.0.1:{self.port}",
                     "plugins:",
-                    "  amqtt.plugins.authentication.AnonymousAuthPlugin:",
-                    # Any username is accepted; anonymous sessions would not be kept.
-                    "    allow_anonymous: false",
+                    "  amqtt.plugins.authentication.FileAuthPlugin:",
+                    f"    password_file: {passwords}",
                     "",
                 ]
-            )
+            ),
         )
         script = "from amqtt.scripts.broker_script import main; main()"
         return [sys.executable, "-c", script, "-c", str(conf)]
+
+
+def embedded_credentials(data_dir: Path) -> tuple[str, str]:
+    """The embedded broker's user and password, generated once into ``data_dir`` (0600)."""
+    path = private_dir(data_dir) / CREDENTIALS_FILE
+    create_private_file(path, f"{EMBEDDED_USER}:{secrets.token_urlsafe(24)}\n")
+    user, _, password = path.read_text(encoding="utf-8").strip().partition(":")
+    if not user or not password:
+        raise BrokerError(f"{path} must hold user:password; delete it to generate a new one")
+    return user, password
+
+
+def embedded_url(data_dir: Path, port: int) -> str:
+    """``mqtt://user:password@127.0.0.1:port`` of the embedded broker (for the CLI and tests)."""
+    user, password = embedded_credentials(data_dir)
+    return f"mqtt://{user}:{password}@127.0.0.1:{port}"
+
+
+def mosquitto_password_hash(password: str) -> str:
+    """Mosquitto 2's password-file hash ($7$: PBKDF2-SHA512, 101 rounds), as mosquitto_passwd writes it.
+
+    Written here so the demo needs no mosquitto_passwd binary.
+    """
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def _port_open(port: int) -> bool:

@@ -140,7 +140,9 @@ def simulate() -> None:
 
 def _broker_url(url: str | None) -> str:
     settings = _settings()
-    return url or settings.mqtt.url or f"mqtt://127.0.0.1:{settings.mqtt.embedded_port}"
+    from devices.broker import embedded_url
+
+    return url or settings.mqtt.url or embedded_url(settings.data_dir, settings.mqtt.embedded_port)
 
 
 def _send(url: str, device_id: str, kind: str, body: dict[str, Any], *, wait_for: str | None) -> None:

@@ -5,7 +5,9 @@ Everything is created here and passed down explicitly; nothing connects at impor
 
 from __future__ import annotations
 
+import errno
 import logging
+import resource
 import secrets
 import socket
 import threading
@@ -21,8 +23,9 @@ from flask import Blueprint
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
-from devices.broker import EmbeddedBroker
+from devices.broker import BrokerError, EmbeddedBroker
 from devices.gateway import MqttGateway
 from dispatch import database, routing
 from dispatch.auditor import audit
@@ -38,7 +41,8 @@ from dispatch.watchdog import Watchdog
 from dispatch.web import WebContext, create_app, sms_gateway_hooks
 from foundation.clock import as_utc, utcnow
 from foundation.db import make_engine, make_session_factory, transaction
-from foundation.settings import Settings
+from foundation.private_files import private_dir
+from foundation.settings import Settings, WebSettings
 from responders.channels import Channels, SendFailed, TwilioChannels
 from responders.sandbox import SandboxStore, create_sandbox_blueprint
 from responders.sms_gateway import AndroidSmsGateway
@@ -84,7 +88,7 @@ class DispatchService:
     def start(self) -> None:
         """Migrate, connect, schedule and serve. Returns once everything is started."""
         settings = self.settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)  # SQLite file, secret key, broker password: this user's only
         self.engine = make_engine(settings.database_url)
         database.upgrade(self.engine)
         self.sessions = make_session_factory(self.engine)
@@ -107,7 +111,10 @@ class DispatchService:
         mqtt_url = settings.mqtt.url
         if mqtt_url is None:
             self.broker = EmbeddedBroker(settings.data_dir, settings.mqtt.embedded_port)
-            mqtt_url = self.broker.start()
+            try:
+                mqtt_url = self.broker.start()
+            except BrokerError as exc:
+                raise StartupError(f"dispatch: {exc}") from None
         geo = settings.geocoding
         geocoder = make_geocoder(
             geo.kind,
@@ -159,11 +166,7 @@ class DispatchService:
             stopping=self._stopping,
         )
         app = create_app(context, *extra_blueprints)
-        # Each open console holds one thread for its event stream (/console/events), so there are
-        # threads to spare for them; the lookahead lets waitress notice a closed browser tab.
-        self.web_server = create_server(
-            app, host=settings.web.host, port=self.web_port, threads=32, channel_request_lookahead=1
-        )
+        self.web_server = make_web_server(app, settings.web, self.web_port)
         self._web_thread = threading.Thread(target=self._serve_web, name="web", daemon=True)
         self._web_thread.start()
         log.info("web console and API on http://%s:%s", settings.web.host, self.web_port)
@@ -403,6 +406,87 @@ class DispatchService:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self.gateway.publish(topic, payload, qos=1)
+
+
+class StreamRoutingDispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool for requests, with console event streams sent to a pool of their own.
+
+    An event stream holds its thread for minutes; in one shared pool 32 of them starved Twilio's
+    webhooks and /healthz (issue 12). waitress hands a connection to the dispatcher once a
+    request on it is complete, so the request line decides the pool before any thread runs.
+    """
+
+    def __init__(self, threads: int, stream_threads: int) -> None:
+        super().__init__()
+        self.streams = ThreadedTaskDispatcher()
+        self.streams.set_thread_count(stream_threads)
+        self.set_thread_count(threads)
+
+    def add_task(self, task: Any) -> None:
+        requests = getattr(task, "requests", None)
+        if requests and requests[0].command == "GET" and requests[0].path in STREAM_PATHS:
+            self.streams.add_task(task)
+        else:
+            super().add_task(task)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: int = 5) -> bool:
+        streams_done = self.streams.shutdown(cancel_pending=cancel_pending, timeout=timeout)
+        return bool(super().shutdown(cancel_pending=cancel_pending, timeout=timeout)) and bool(streams_done)
+
+
+STREAM_PATHS = frozenset({"/console/events"})
+# Threads of the stream pool beyond the cap: they answer the refusals (429) at once.
+SPARE_STREAM_THREADS = 4
+
+
+def make_web_server(app: Any, web: WebSettings, port: int) -> Any:
+    """waitress for ``app`` with connection limits and timeouts from settings (see README, reverse proxy)."""
+    # Every connection is a file descriptor: never allow more than the process may open.
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    connection_limit = web.connection_limit
+    if soft_limit != resource.RLIM_INFINITY and connection_limit > soft_limit - 100:
+        connection_limit = max(10, soft_limit - 100)
+        log.warning(
+            "web.connection_limit %d lowered to %d: the open-file limit is %d (ulimit -n)",
+            web.connection_limit,
+            connection_limit,
+            soft_limit,
+        )
+    dispatcher = StreamRoutingDispatcher(web.threads, web.event_streams_total + SPARE_STREAM_THREADS)
+    try:
+        return create_server(
+            app,
+            host=web.host,
+            port=port,
+            _dispatcher=dispatcher,
+            threads=web.threads,
+            connection_limit=connection_limit,
+            channel_timeout=web.channel_timeout_s,
+            cleanup_interval=web.cleanup_interval_s,
+            # waitress refuses (plain 413) what is far too large before buffering it; the app
+            # refuses (JSON under /api) what is over web.max_content_length.
+            max_request_body_size=2 * web.max_content_length,
+            max_request_header_size=64 * 1024,
+            # select() cannot watch descriptors above 1024; poll() can.
+            asyncore_use_poll=True,
+            # Reading the next request while one is served lets waitress notice a closed tab.
+            channel_request_lookahead=1,
+        )
+    except OSError as exc:
+        dispatcher.shutdown(timeout=1)
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"dispatch: port {port} on {web.host} is already in use; "
+                "set web.port (or --port) to a free port or stop the other program"
+            ) from None
+        raise
+
+
+class StartupError(SystemExit):
+    """The service cannot start (a port is taken): one line for the operator, not a traceback.
+
+    A SystemExit so that the command line prints exactly this message (exit status 1).
+    """
 
 
 def _free_port(host: str) -> int:

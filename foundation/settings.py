@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -28,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from foundation.private_files import create_private_file, private_dir
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 ENV_PREFIX = "DISPATCH__"
@@ -69,6 +71,8 @@ class DatabaseSettings(_Section):
 
 class MqttSettings(_Section):
     url: str | None = None
+    # Unset: the username in ``url`` (the shipped Mosquitto config makes the client id the
+    # username anyway), else "dispatch-1".
     client_id: str = Field(default="dispatch-1", min_length=1, max_length=64)
     shared_group: str | None = None
     keepalive_s: int = Field(default=30, ge=5, le=600)
@@ -89,10 +93,32 @@ class MqttSettings(_Section):
             raise ValueError("must look like mqtt://[user:pass@]host[:port] or mqtts://...")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _client_id_from_user(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("client_id") is None:
+            url = data.get("url")
+            user = urlsplit(url).username if isinstance(url, str) else None
+            data = {**data, "client_id": unquote(user) if user else "dispatch-1"}
+        return data
+
 
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Larger request bodies get 413 (webhooks, API calls and console forms are a few kB).
+    max_content_length: int = Field(default=1_048_576, ge=1024)
+    # Request threads for webhooks, the API and pages; console event streams have their own.
+    threads: int = Field(default=16, ge=2, le=256)
+    # Open connections beyond this wait in the listen backlog (bounded by the open-file limit).
+    connection_limit: int = Field(default=1000, ge=10)
+    # A connection silent this long with no request in service (e.g. half-sent) is closed.
+    channel_timeout_s: int = Field(default=30, ge=1)
+    cleanup_interval_s: int = Field(default=5, ge=1)
+    # Console event streams (/console/events): per login session and per process; over a cap
+    # the console polls instead. Each open stream holds one thread of its own pool.
+    event_streams_per_session: int = Field(default=8, ge=1)
+    event_streams_total: int = Field(default=64, ge=1, le=1000)
 
 
 class IntakeSettings(_Section):
@@ -296,11 +322,10 @@ class Settings(_Section):
         """The secret for links and sessions; generated once into data_dir when not configured."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value().encode()
-        path = self.data_dir / "secret_key"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
+        path = private_dir(self.data_dir) / "secret_key"
+        # Created 0600 in one step (never readable by others, not even for a moment); when two
+        # processes race, the second reads what the first wrote.
+        create_private_file(path, secrets.token_hex(32))
         return path.read_text().strip().encode()
 
     def public_base(self, bound_port: int | None = None) -> str:

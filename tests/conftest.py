@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.broker import EmbeddedBroker
+from devices.gateway import BrokerAddress
 from dispatch import database
 from dispatch.roster import apply_roster, load_roster
 from dispatch.service import DispatchService
@@ -38,6 +40,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def mqtt_login(client: mqtt.Client, url: str, fallback_user: str) -> BrokerAddress:
+    """Log ``client`` in with the credentials in ``url`` (the embedded broker's), else as ``fallback_user``."""
+    address = BrokerAddress.from_url(url)
+    client.username_pw_set(address.username or fallback_user, address.password)
+    return address
 
 
 def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

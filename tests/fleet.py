@@ -19,9 +19,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.gateway import BrokerAddress, MqttGateway
+from devices.gateway import MqttGateway
 from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
-from tests.conftest import free_port
+from tests.conftest import free_port, mqtt_login
 from tests.service_process import ServiceProcess
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -100,9 +100,8 @@ def processes(
 
 
 def publish_presses(url: str, presses: list[tuple[str, str]]) -> None:
-    address = BrokerAddress.from_url(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"presser-{uuid.uuid4().hex[:6]}")
-    client.username_pw_set("presser")
+    address = mqtt_login(client, url, "presser")
     client.connect(address.host, address.port)
     client.loop_start()
     infos = [

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.simulator import SimulatedDevice
 from dispatch.models import InboundMessage, Incident
 from dispatch.service import DispatchService
-from tests.conftest import count, eventually
+from tests.conftest import count, eventually, mqtt_login
 
 Start = Callable[..., DispatchService]
 
@@ -90,8 +90,8 @@ def test_a_thousand_malformed_payloads_then_a_valid_press_still_works(
 ) -> None:
     service = start_service()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="flood", protocol=mqtt.MQTTv311)
-    client.username_pw_set("flood")
-    client.connect(*broker_url.removeprefix("mqtt://").split(":", 1)[0:1], port=int(broker_url.rsplit(":", 1)[1]))
+    address = mqtt_login(client, broker_url, "flood")
+    client.connect(address.host, address.port)
     client.loop_start()
     garbage = [b"{", b"null", b'{"press_id": []}', b'{"press_id": "x", "lat": "north", "lon": 1}']
     infos = [client.publish(f"devices/BTN-{i % 12:04d}/press", garbage[i % 4], qos=1) for i in range(1000)]

@@ -13,13 +13,12 @@ import requests
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session, sessionmaker
 
-from devices.gateway import BrokerAddress
 from dispatch.auth import hash_password, issue_token
 from dispatch.models import Assignment, Incident, User
 from dispatch.service import DispatchService
 from foundation.clock import utcnow
 from foundation.db import transaction
-from tests.conftest import count, eventually
+from tests.conftest import count, eventually, mqtt_login
 from tests.nominatim_fake import FakeNominatim, FakePlace
 from tests.responder_helpers import UNIT_PHONES, fast_escalation, kinds, sandbox, texts_to
 
@@ -64,10 +63,9 @@ class CallCenter:
     """The call-center system: publishes call records, listens to their status."""
 
     def __init__(self, url: str) -> None:
-        address = BrokerAddress.from_url(url)
         self.statuses: list[dict[str, Any]] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cc-{uuid.uuid4().hex[:6]}")
-        self.client.username_pw_set("callcenter")
+        address = mqtt_login(self.client, url, "callcenter")
         self.client.on_message = lambda _c, _u, msg: self.statuses.append(json.loads(msg.payload))
         self.client.connect(address.host, address.port)
         self.client.subscribe("calls/112/status/#", qos=1)

@@ -38,6 +38,17 @@ def test_overlay_file_then_environment_then_shortcuts_win_in_that_order(tmp_path
     assert settings.mqtt.url == "mqtt://broker.example:1883"
 
 
+def test_each_worker_takes_its_broker_username_as_client_id_unless_told_otherwise() -> None:
+    # The shipped Mosquitto config makes the client id the username, so the session is the user's.
+    worker_2 = load_settings(environ={"DISPATCH_MQTT_URL": "mqtts://dispatch-2:secret@broker.example:8883"})
+    assert worker_2.mqtt.client_id == "dispatch-2"
+    assert load_settings(environ={}).mqtt.client_id == "dispatch-1"
+    explicit = load_settings(
+        environ={"DISPATCH_MQTT_URL": "mqtt://dispatch-2:x@b:1883", "DISPATCH__MQTT__CLIENT_ID": "w2"}
+    )
+    assert explicit.mqtt.client_id == "w2"
+
+
 def test_an_empty_mqtt_url_means_the_embedded_broker() -> None:
     assert load_settings(environ={"DISPATCH_MQTT_URL": ""}).mqtt.url is None
 

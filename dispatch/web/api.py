@@ -22,6 +22,7 @@ from dispatch.calls import CallRecord
 from dispatch.device_health import HealthPolicy, is_low_battery, is_silent
 from dispatch.models import Assignment, Incident, Notification, TimelineEvent
 from dispatch.web import api_models as m
+from dispatch.web import limits
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 from responders.models import Unit
@@ -46,6 +47,9 @@ def make_spec() -> SpecTree:
             SecurityScheme(name="bearer", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))
         ],
         security={"bearer": []},
+        # Our hooks: a 422 never echoes the body, and its log line names fields, not values.
+        before=limits.before_validation,
+        after=limits.after_validation,
     )
 
 

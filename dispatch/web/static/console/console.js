@@ -120,19 +120,35 @@ const Console = (() => {
     document.dispatchEvent(new CustomEvent("console:change"));
   }
 
+  // Over the server's cap on event streams (dispatch/console/live.py: 429) EventSource gives up
+  // for good, as on any answer but 200: the page then re-fetches on a timer and tries a stream
+  // again later. The numbers match live.FALLBACK_POLL_S and live.RETRY_STREAM_S.
+  const POLL_S = 10, RETRY_STREAM_S = 60;
+  let pollTimer = null;
+  function showLive(indicator, state) {
+    indicator.textContent = t("live." + state, {seconds: POLL_S});
+    indicator.className = "live " + state;
+  }
+  function poll(indicator) {
+    if (pollTimer === null) pollTimer = setInterval(refreshAll, POLL_S * 1000);
+    showLive(indicator, "polling");
+    refreshAll();  // whatever happened while the stream was down
+    setTimeout(connect, RETRY_STREAM_S * 1000);
+  }
+
   function connect() {
     const indicator = document.getElementById("live");
     if (!indicator || !window.EventSource) return;
     const source = new EventSource(config.eventsUrl);
     source.addEventListener("open", () => {
-      indicator.textContent = t("live.on");
-      indicator.className = "live on";
+      if (pollTimer !== null) { clearInterval(pollTimer); pollTimer = null; }
+      showLive(indicator, "on");
     });
     // Every (re)connection starts with the current id, so anything missed while away is fetched too.
     source.addEventListener("change", refreshAll);
     source.addEventListener("error", () => {
-      indicator.textContent = t("live.off");
-      indicator.className = "live off";
+      if (source.readyState === EventSource.CLOSED) poll(indicator);  // refused: no retry of its own
+      else if (pollTimer === null) showLive(indicator, "off");  // dropped: EventSource retries itself
     });
     window.addEventListener("pagehide", () => source.close());
   }
