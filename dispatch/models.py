@@ -128,9 +128,10 @@ class Assignment(Base):
     state: Mapped[str] = mapped_column(String(16), default="active")
     unit_id: Mapped[str | None] = mapped_column(String(64))  # the unit being paged now
     accepted_unit_id: Mapped[str | None] = mapped_column(String(64))
-    round: Mapped[int] = mapped_column(default=0)
+    round: Mapped[int] = mapped_column(default=0)  # the round of the last step executed
     fence: Mapped[int] = mapped_column(default=0)
-    excluded: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # unit_id -> reason
+    # unit_id -> reason: "declined" for the incident, "no answer" for the rest of the round
+    excluded: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the matcher's last answer
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     dispatched_at: Mapped[datetime | None]

@@ -274,3 +274,18 @@ def test_a_dispatcher_assigning_a_unit_after_exhaustion_makes_it_dispatched_agai
     with sessions() as session:
         assert session.get_one(Incident, 1).state == "dispatched"
     eventually(lambda: texts_to(sandbox(service), UNIT_PHONES["POL-04"]))
+
+
+def test_the_resident_is_told_nobody_has_answered_yet_never_that_help_is_coming(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    service = start_service(escalation=fast_escalation(resident_sms=True))
+    press(broker_url)
+    eventually(lambda: "escalation_exhausted" in kinds(sessions, 1), timeout=30)
+    resident = "+628120000001"  # BTN-0001's registered phone
+    texts = eventually(lambda: len(texts_to(sandbox(service), resident)) == 2 and texts_to(sandbox(service), resident))
+    assert "sedang dihubungi" in texts[0]  # dispatched
+    assert texts[1] == (
+        "Belum ada petugas yang menjawab panggilan untuk kejadian 1. Pusat komando menanganinya sekarang. "
+        "Bila bisa, hubungi 112."
+    )
