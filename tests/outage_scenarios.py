@@ -80,7 +80,10 @@ def twilio_outage(
     processes: Processes, sessions: sessionmaker[Session], broker_url: str, kind: str, seconds: float
 ) -> None:
     """Presses arrive during an outage of ``kind``: every SMS and call goes out once, soon after it ends."""
-    [worker], twilio = processes(1, fast_escalation(SMS_THEN_CALL), twilio={"timeout_s": TIMEOUT_S})
+    # After a recovery a page waits at most: a request hanging into it (the timeout), the longest
+    # backoff, a tick: 2 + 2 + 1 = 5 s. Production's defaults (10 s, 4 s) make that 15 s.
+    settings = {"timeout_s": TIMEOUT_S, "retry_max_backoff_s": 2}
+    [worker], twilio = processes(1, fast_escalation(SMS_THEN_CALL), twilio=settings)
     store = twilio.store
     schedule_outage(store, kind, seconds)
     recovered_at = store.outage_over_at()
