@@ -25,8 +25,6 @@ class WebContext:
     sessions: sessionmaker[Session]
     metrics: Metrics
     mqtt_connected: Callable[[], bool]
-    # (failing, degraded): stalls that make /healthz 503; provider outages and the like that it reports
-    health_details: Callable[[], tuple[dict[str, str], dict[str, str]]]
     public_base: Callable[[], str]
     twilio_auth_token: str
     signing_key: bytes
@@ -35,6 +33,8 @@ class WebContext:
     wake: Callable[[], None]
     calls: CallDesk
     stopping: threading.Event  # set when the process shuts down: long-lived responses end
+    # (failing, degraded): stalls that make /healthz 503; provider outages and the like that it reports
+    health_details: Callable[[], tuple[dict[str, str], dict[str, str]]] = lambda: ({}, {})
 
     def act_on_incident(
         self,
