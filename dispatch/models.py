@@ -11,8 +11,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from foundation.clock import utcnow
 from foundation.db import Base
 
-INCIDENT_STATES = ("received", "dispatched", "acknowledged", "on_scene", "resolved", "cancelled")
-OPEN_STATES = ("received", "dispatched", "acknowledged", "on_scene")
+# "unanswered": every step of the escalation policy ran and nobody accepted; it stays open,
+# on top of the board, until a dispatcher takes ownership and acts.
+INCIDENT_STATES = ("received", "dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled")
+OPEN_STATES = ("received", "dispatched", "unanswered", "acknowledged", "on_scene")
 
 
 class Incident(Base):
@@ -23,7 +25,7 @@ class Incident(Base):
         UniqueConstraint("device_id", "press_id"),
         UniqueConstraint("call_id"),
         CheckConstraint(
-            "state IN ('received','dispatched','acknowledged','on_scene','resolved','cancelled')",
+            "state IN ('received','dispatched','unanswered','acknowledged','on_scene','resolved','cancelled')",
             name="state",
         ),
         CheckConstraint("service IS NULL OR service IN ('police','disaster','ambulance')", name="service"),
@@ -62,6 +64,10 @@ class Incident(Base):
     source_ts: Mapped[datetime | None]  # the device's own clock
     closed_at: Mapped[datetime | None]
     disposition: Mapped[str | None] = mapped_column(String(64))
+
+    # The dispatcher who took ownership of an unanswered or flagged incident (actions.take_ownership).
+    owned_by: Mapped[str | None] = mapped_column(String(100))
+    owned_at: Mapped[datetime | None]
 
 
 class TimelineEvent(Base):

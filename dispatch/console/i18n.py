@@ -64,7 +64,7 @@ ID: dict[str, str] = {
     "service.police": "Polisi",
     "service.disaster": "BPBD/Damkar",
     "service.ambulance": "Ambulans",
-    "state.received": "diterima",
+    "state.received": "masuk",
     "state.dispatched": "dikirim",
     "state.acknowledged": "diterima unit",
     "state.on_scene": "di lokasi",
@@ -306,6 +306,36 @@ ID: dict[str, str] = {
     "disposition.cancelled_within_grace": "dibatalkan warga",
     "disposition.ghost": "diam/terputus",
     "disposition.info": "permintaan informasi",
+    "state.unanswered": "tak terjawab",
+    "bucket.attention": "Perlu tindakan",
+    "bucket.paging": "Memanggil unit",
+    "bucket.en_route": "Unit menuju lokasi",
+    "bucket.on_scene": "Unit di lokasi",
+    "board.what": "Kejadian",
+    "board.actions": "Tindakan",
+    "board.no_unit": "belum ada unit",
+    "board.no_description": "tanpa keterangan",
+    "board.pin": "pin di peta ({lat}, {lon})",
+    "board.no_location": "lokasi belum diketahui",
+    "board.priority": "prioritas {n}",
+    "board.step": "putaran {round} · langkah {seq} dari {of}: {what}",
+    "board.next": "lalu {what} dalam",
+    "board.ago": "lalu",
+    "board.owned": "ditangani {who}",
+    "board.opened_at": "dibuka {time} WIB",
+    "what.sms": "SMS",
+    "what.voice": "telepon",
+    "what.sms_voice": "SMS + telepon",
+    "what.next_unit": "unit berikutnya",
+    "what.supervisor": "supervisor",
+    "action.take_ownership": "Ambil alih",
+    "action.owned": "Anda mengambil alih kejadian #{id}.",
+    "action.error.nothing_to_own": "kejadian {incident} berstatus {state} dan tidak ditandai: "
+    "tidak ada yang perlu diambil alih",
+    "action.error.already_owned": "{owner} sudah mengambil alih kejadian {incident}",
+    "alert.unanswered": "TIDAK ADA YANG MENJAWAB: kejadian #{id}. Ambil alih!",
+    "incident.owner": "Ditangani",
+    "incident.owned": "{who} sejak {time}",
 }
 
 EN: dict[str, str] = {
@@ -603,6 +633,36 @@ EN: dict[str, str] = {
     "disposition.cancelled_within_grace": "cancelled by resident",
     "disposition.ghost": "silent/dropped",
     "disposition.info": "information request",
+    "state.unanswered": "unanswered",
+    "bucket.attention": "Needs action",
+    "bucket.paging": "Paging units",
+    "bucket.en_route": "Units on the way",
+    "bucket.on_scene": "Units on scene",
+    "board.what": "Incident",
+    "board.actions": "Actions",
+    "board.no_unit": "no unit yet",
+    "board.no_description": "no description",
+    "board.pin": "map pin ({lat}, {lon})",
+    "board.no_location": "location unknown",
+    "board.priority": "priority {n}",
+    "board.step": "round {round} · step {seq} of {of}: {what}",
+    "board.next": "then {what} in",
+    "board.ago": "ago",
+    "board.owned": "owned by {who}",
+    "board.opened_at": "opened {time} WIB",
+    "what.sms": "SMS",
+    "what.voice": "voice call",
+    "what.sms_voice": "SMS + voice call",
+    "what.next_unit": "next unit",
+    "what.supervisor": "supervisor",
+    "action.take_ownership": "Take ownership",
+    "action.owned": "You took ownership of incident #{id}.",
+    "action.error.nothing_to_own": "incident {incident} is {state} and not flagged: "
+    "there is nothing to take ownership of",
+    "action.error.already_owned": "{owner} already took ownership of incident {incident}",
+    "alert.unanswered": "NOBODY ANSWERED: incident #{id}. Take ownership!",
+    "incident.owner": "Owner",
+    "incident.owned": "{who} since {time}",
 }
 
 _DISPOSITION_WORDS = {
@@ -668,6 +728,13 @@ def event_channel(kind: str, data: dict[str, Any] | None) -> str:
         return "+".join(map(str, data["channels"]))
     channel = kind.partition("_")[0]
     return channel if channel in ("sms", "voice") else ""
+
+
+def distance(metres: float | None) -> str:
+    """A distance for the assign list: metres below 1 km, else kilometres with one decimal."""
+    if metres is None:
+        return "? km"
+    return f"{metres:.0f} m" if metres < 1000 else f"{metres / 1000:.1f} km"
 
 
 def seconds(value: float | None) -> str:

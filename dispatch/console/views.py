@@ -36,6 +36,7 @@ from werkzeug.wrappers import Response
 from dispatch import actions, status
 from dispatch.auth import attempt_login, hash_password
 from dispatch.calls import CallRecord
+from dispatch.console import board as board_order
 from dispatch.console import i18n, queries, stats
 from dispatch.console.live import ChangeWatch
 from dispatch.console.security import (
@@ -60,6 +61,7 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
 SANDBOX_BLUEPRINT = "twilio_sandbox"
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
 MIN_PASSWORD = 8
+ALARM_EVERY_S = 10  # the board repeats an unanswered incident's alarm this often until someone owns it
 Run = Callable[[Session, WebContext, Incident, datetime], list[tuple[str, bytes]]]
 
 
@@ -130,6 +132,11 @@ def _local_filter(moment: datetime | None, fmt: str = "%H:%M:%S") -> str:
 @bp.app_template_filter("duration")
 def _duration_filter(seconds: float | None) -> str:
     return i18n.duration(seconds)
+
+
+@bp.app_template_filter("distance")
+def _distance_filter(metres: float | None) -> str:
+    return i18n.distance(metres)
 
 
 @bp.app_template_filter("seconds")
@@ -253,13 +260,20 @@ def language() -> Any:
 @requires("call_taker")
 def board() -> Any:
     """The live board of open incidents (the default page)."""
-    return render_template("console/board.html", rows=_board_rows(), page="board")
+    return render_template("console/board.html", page="board", alarm_every_s=ALARM_EVERY_S, **_board())
 
 
 def _board_rows() -> list[dict[str, Any]]:
     context = _context()
     with context.sessions() as db, db.begin():
         return queries.board_rows(db, context.settings, context.clock())
+
+
+def _board() -> dict[str, Any]:
+    """The board's rows grouped into its buckets, most urgent first (every bucket, with its count)."""
+    rows = _board_rows()
+    buckets = [(name, [r for r in rows if r["bucket"] == name]) for name in board_order.BUCKETS]
+    return {"buckets": buckets, "total": len(rows)}
 
 
 @bp.get("/board.json")
@@ -273,7 +287,7 @@ def board_json() -> Any:
 @requires("call_taker")
 def board_rows() -> Any:
     """The board's table body, re-fetched by the page on every change."""
-    return render_template("console/_board_rows.html", rows=_board_rows())
+    return render_template("console/_board_rows.html", **_board())
 
 
 @bp.get("/events")
@@ -319,17 +333,14 @@ def _incident_page(incident_id: int, status_code: int = 200) -> Any:
         detail = queries.incident_detail(db, incident_id)
         if detail is None:
             return render_template("console/error.html", code=404, message=_t("error.no_incident")), 404
-        units = queries.assignable_units(db, list(detail["incident"].services or []))
+        incident = detail["incident"]
+        everyone = queries.unit_rows(db, context.settings, context.clock())
+        units = queries.assign_choices(everyone, list(incident.services or []), incident.lat, incident.lon)
         involved = {a.unit_id for a in detail["assignments"]} | {a.accepted_unit_id for a in detail["assignments"]}
         map_units = [
-            {
-                "id": u.id,
-                "status": u.status,
-                "lat": u.fix_lat if u.fix_lat is not None else u.station_lat,
-                "lon": u.fix_lon if u.fix_lon is not None else u.station_lon,
-            }
-            for u in units
-            if u.id in involved
+            {"id": u["id"], "status": u["status"], "lat": u["lat"], "lon": u["lon"]}
+            for u in everyone
+            if u["id"] in involved
         ]
         return (
             render_template(
@@ -373,6 +384,8 @@ def _act(incident_id: int, run: Run, done: str) -> Any:
         flash(_t("action.refused", reason=_refusal(exc)), "error")
         return _incident_page(incident_id, exc.status)
     flash(done, "ok")
+    if request.form.get("back") == "board":  # an inline action on the board returns there
+        return redirect(url_for(".board"), 303)
     return redirect(url_for(".incident", incident_id=incident_id), 303)
 
 
@@ -425,6 +438,18 @@ def escalate(incident_id: int) -> Any:
         return []
 
     return _act(incident_id, run, _t("action.escalated"))
+
+
+@bp.post("/incidents/<int:incident_id>/ownership")
+@requires("dispatcher")
+def take_ownership(incident_id: int) -> Any:
+    """Take an unanswered or flagged incident in hand: the board's alarm for it stops."""
+
+    def run(s: Session, c: WebContext, i: Incident, now: datetime) -> list[tuple[str, bytes]]:
+        actions.take_ownership(s, i, actor=_actor(), now=now)
+        return []
+
+    return _act(incident_id, run, _t("action.owned", id=incident_id))
 
 
 @bp.post("/incidents/<int:incident_id>/cancel")
