@@ -271,37 +271,6 @@ ID: dict[str, str] = {
     "delivery.busy": "sibuk",
     "delivery.canceled": "dibatalkan",
     "map.legend": "Isi penuh: siaga · kosong: bertugas/tidak dinas · cincin merah: kejadian · titik abu-abu: tombol",
-    "event.press_received": "tombol ditekan",
-    "event.press_repeated": "tombol ditekan lagi",
-    "event.call_logged": "panggilan 112 dicatat",
-    "event.geocoded": "alamat ditemukan",
-    "event.geocode_failed": "alamat tidak ditemukan",
-    "event.flagged_for_review": "ditandai untuk ditinjau",
-    "event.escalation_started": "eskalasi dimulai",
-    "event.unit_matched": "unit terdekat dipilih",
-    "event.step_notify_unit": "unit dipanggil",
-    "event.step_next_unit": "unit berikutnya dipanggil",
-    "event.step_supervisor": "supervisor dipanggil",
-    "event.unit_timed_out": "unit tidak menjawab",
-    "event.no_unit_available": "tidak ada unit tersedia",
-    "event.no_supervisor": "tidak ada supervisor",
-    "event.accepted": "diterima",
-    "event.declined": "ditolak",
-    "event.on_scene": "tiba di lokasi",
-    "event.resolved": "selesai",
-    "event.state_changed": "status berubah",
-    "event.unit_assigned": "unit ditugaskan manual",
-    "event.escalated_by_hand": "eskalasi manual",
-    "event.cancelled_by_dispatcher": "dibatalkan dispatcher",
-    "event.cancelled_by_resident": "dibatalkan warga",
-    "event.closed": "ditutup",
-    "event.location_overridden": "lokasi diubah operator",
-    "event.escalation_exhausted": "eskalasi habis tanpa jawaban",
-    "event.sms_reply": "balasan SMS",
-    "event.supervisor_replied": "supervisor membalas",
-    "event.notification_unknown": "status kirim tidak diketahui",
-    "event.audit_no_pending_step": "audit: tidak ada langkah tertunda",
-    "event.audit_step_overdue": "audit: langkah terlambat",
     "disposition.cancelled": "dibatalkan",
     "disposition.cancelled_within_grace": "dibatalkan warga",
     "disposition.ghost": "diam/terputus",
@@ -322,6 +291,12 @@ ID: dict[str, str] = {
     "board.next": "lalu {what} dalam",
     "board.ago": "lalu",
     "board.owned": "ditangani {who}",
+    "review.unregistered_device": "tombol tidak terdaftar",
+    "review.inactive_device": "tombol nonaktif",
+    "review.cancelled_late": "warga membatalkan setelah masa tenggang",
+    "review.exhausted": "tidak ada yang menerima: semua langkah eskalasi habis",
+    "review.location_needed": "lokasi diperlukan",
+    "board.supervisor_paged": "supervisor dipanggil",
     "board.opened_at": "dibuka {time} WIB",
     "what.sms": "SMS",
     "what.voice": "telepon",
@@ -336,6 +311,59 @@ ID: dict[str, str] = {
     "alert.unanswered": "TIDAK ADA YANG MENJAWAB: kejadian #{id}. Ambil alih!",
     "incident.owner": "Ditangani",
     "incident.owned": "{who} sejak {time}",
+    "event.press_received": "Tombol {device} ditekan",
+    "event.press_repeated": "Tombol {device} ditekan lagi (pesan yang sama, tidak membuka kejadian baru)",
+    "event.call_logged": "Panggilan 112 dicatat oleh {who}",
+    "event.geocoded": "Alamat ditemukan di peta",
+    "event.geocode_failed": "Alamat tidak ditemukan di peta",
+    "event.flagged_for_review": "Ditandai untuk ditinjau: {note}",
+    "event.escalation_started": "Eskalasi {service} dimulai",
+    "event.unit_matched": "Unit terdekat dipilih: {unit}, {distance}",
+    "event.step_notify_unit": "Putaran {round} · langkah {seq}: {unit} dipanggil lewat {channels}",
+    "event.step_next_unit": "Putaran {round} · langkah {seq}: unit berikutnya {unit} dipanggil lewat {channels}",
+    "event.step_supervisor": "Putaran {round} · langkah {seq}: supervisor dipanggil lewat {channels}",
+    "event.unit_timed_out": "{unit} tidak menjawab tepat waktu",
+    "event.no_unit_available": "Tidak ada unit yang tersedia",
+    "event.no_supervisor": "Tidak ada supervisor untuk dipanggil",
+    "event.escalation_exhausted": "Semua langkah eskalasi sudah dijalankan: tidak ada yang menerima",
+    "event.accepted": "{unit} menerima tugas lewat {channel}",
+    "event.declined": "{unit} menolak tugas lewat {channel}",
+    "event.on_scene": "{unit} tiba di lokasi",
+    "event.resolved": "{unit} melaporkan selesai",
+    "event.state_changed": "Status kejadian: {previous} → {state}",
+    "event.unit_assigned": "{who} menugaskan {unit}",
+    "event.escalated_by_hand": "{who} menjalankan langkah eskalasi berikutnya sekarang",
+    "event.ownership_taken": "{who} mengambil alih kejadian",
+    "event.cancelled_by_dispatcher": "Dibatalkan oleh {who}: {note}",
+    "event.cancelled_by_resident": "Warga membatalkan lewat tombol setelah masa tenggang; kejadian tetap terbuka",
+    "event.cancelled": "Warga membatalkan lewat tombol dalam masa tenggang; kejadian ditutup",
+    "event.closed": "Ditutup oleh {who}: {disposition}",
+    "event.location_overridden": "{who} menetapkan lokasi dengan pin di peta",
+    "event.sms_reply": "Balasan SMS dari {who}",
+    "event.supervisor_replied": "Supervisor {who} membalas",
+    "event.notification_unknown": "Nasib {channel} ke {recipient} tidak diketahui (pengirim "
+    "berhenti); tidak dikirim ulang",
+    "event.audit_no_pending_step": "Audit: penugasan aktif tanpa langkah berikutnya",
+    "event.audit_step_overdue": "Audit: langkah eskalasi terlambat",
+    "event.device_silent": "Tombol {device} senyap",
+    "event.device_low_battery": "Baterai tombol {device} lemah ({battery} %)",
+    "event.device_recovered": "Tombol {device} memberi kabar lagi",
+    "event.device_battery_ok": "Baterai tombol {device} normal lagi",
+    "event.unit_status": "{unit} melaporkan status: {unit_status}",
+    "event.fallback": "Peristiwa lain tercatat ({what})",
+    "sentence.notification": "{channel} ke {recipient} {state}",
+    "sentence.code": "kode #{code}",
+    "timeline.raw": "data",
+    "actor.system": "sistem",
+    "actor.auditor": "auditor",
+    "actor.twilio": "Twilio",
+    "delivery.pending": "menunggu dikirim",
+    "delivery.sending": "sedang dikirim",
+    "delivery.unknown": "tidak diketahui",
+    "delivery.accepted": "diproses Twilio",
+    "delivery.scheduled": "dijadwalkan",
+    "delivery.sending_provider": "dikirim operator",
+    "delivery.read": "dibaca",
 }
 
 EN: dict[str, str] = {
@@ -598,37 +626,6 @@ EN: dict[str, str] = {
     "delivery.busy": "busy",
     "delivery.canceled": "canceled",
     "map.legend": "Filled: available · hollow: busy/off duty · red ring: incident · grey dot: button",
-    "event.press_received": "button pressed",
-    "event.press_repeated": "button pressed again",
-    "event.call_logged": "112 call logged",
-    "event.geocoded": "address found",
-    "event.geocode_failed": "address not found",
-    "event.flagged_for_review": "flagged for review",
-    "event.escalation_started": "escalation started",
-    "event.unit_matched": "nearest unit chosen",
-    "event.step_notify_unit": "unit paged",
-    "event.step_next_unit": "next unit paged",
-    "event.step_supervisor": "supervisor paged",
-    "event.unit_timed_out": "unit did not answer",
-    "event.no_unit_available": "no unit available",
-    "event.no_supervisor": "no supervisor",
-    "event.accepted": "accepted",
-    "event.declined": "declined",
-    "event.on_scene": "on scene",
-    "event.resolved": "resolved",
-    "event.state_changed": "state changed",
-    "event.unit_assigned": "unit assigned by hand",
-    "event.escalated_by_hand": "escalated by hand",
-    "event.cancelled_by_dispatcher": "cancelled by dispatcher",
-    "event.cancelled_by_resident": "cancelled by resident",
-    "event.closed": "closed",
-    "event.location_overridden": "location set by operator",
-    "event.escalation_exhausted": "escalation exhausted without answer",
-    "event.sms_reply": "SMS reply",
-    "event.supervisor_replied": "supervisor replied",
-    "event.notification_unknown": "delivery unknown",
-    "event.audit_no_pending_step": "audit: no pending step",
-    "event.audit_step_overdue": "audit: step overdue",
     "disposition.cancelled": "cancelled",
     "disposition.cancelled_within_grace": "cancelled by resident",
     "disposition.ghost": "silent/dropped",
@@ -649,6 +646,12 @@ EN: dict[str, str] = {
     "board.next": "then {what} in",
     "board.ago": "ago",
     "board.owned": "owned by {who}",
+    "review.unregistered_device": "unregistered button",
+    "review.inactive_device": "inactive button",
+    "review.cancelled_late": "the resident cancelled after the grace window",
+    "review.exhausted": "nobody accepted: every escalation step ran",
+    "review.location_needed": "location needed",
+    "board.supervisor_paged": "supervisor paged",
     "board.opened_at": "opened {time} WIB",
     "what.sms": "SMS",
     "what.voice": "voice call",
@@ -663,6 +666,59 @@ EN: dict[str, str] = {
     "alert.unanswered": "NOBODY ANSWERED: incident #{id}. Take ownership!",
     "incident.owner": "Owner",
     "incident.owned": "{who} since {time}",
+    "event.press_received": "Button {device} pressed",
+    "event.press_repeated": "Button {device} pressed again (same message, no new incident)",
+    "event.call_logged": "112 call logged by {who}",
+    "event.geocoded": "Address found on the map",
+    "event.geocode_failed": "Address not found on the map",
+    "event.flagged_for_review": "Flagged for review: {note}",
+    "event.escalation_started": "{service} escalation started",
+    "event.unit_matched": "Nearest unit chosen: {unit}, {distance}",
+    "event.step_notify_unit": "Round {round} · step {seq}: {unit} paged by {channels}",
+    "event.step_next_unit": "Round {round} · step {seq}: next unit {unit} paged by {channels}",
+    "event.step_supervisor": "Round {round} · step {seq}: supervisor paged by {channels}",
+    "event.unit_timed_out": "{unit} did not answer in time",
+    "event.no_unit_available": "No unit available",
+    "event.no_supervisor": "No supervisor to page",
+    "event.escalation_exhausted": "Every escalation step ran: nobody accepted",
+    "event.accepted": "{unit} accepted by {channel}",
+    "event.declined": "{unit} declined by {channel}",
+    "event.on_scene": "{unit} arrived on scene",
+    "event.resolved": "{unit} reported it resolved",
+    "event.state_changed": "Incident state: {previous} → {state}",
+    "event.unit_assigned": "{who} assigned {unit}",
+    "event.escalated_by_hand": "{who} ran the next escalation step now",
+    "event.ownership_taken": "{who} took ownership of the incident",
+    "event.cancelled_by_dispatcher": "Cancelled by {who}: {note}",
+    "event.cancelled_by_resident": "The resident cancelled with the button after the grace "
+    "window; the incident stays open",
+    "event.cancelled": "The resident cancelled with the button within the grace window; incident closed",
+    "event.closed": "Closed by {who}: {disposition}",
+    "event.location_overridden": "{who} set the location with a map pin",
+    "event.sms_reply": "SMS reply from {who}",
+    "event.supervisor_replied": "Supervisor {who} replied",
+    "event.notification_unknown": "Fate of the {channel} to {recipient} unknown (the sender stopped); not sent again",
+    "event.audit_no_pending_step": "Audit: an active assignment has no next step",
+    "event.audit_step_overdue": "Audit: an escalation step is overdue",
+    "event.device_silent": "Button {device} went silent",
+    "event.device_low_battery": "Button {device} battery low ({battery} %)",
+    "event.device_recovered": "Button {device} reported in again",
+    "event.device_battery_ok": "Button {device} battery normal again",
+    "event.unit_status": "{unit} reported status: {unit_status}",
+    "event.fallback": "Other event recorded ({what})",
+    "sentence.notification": "{channel} to {recipient} {state}",
+    "sentence.code": "code #{code}",
+    "timeline.raw": "data",
+    "actor.system": "system",
+    "actor.auditor": "auditor",
+    "actor.twilio": "Twilio",
+    "delivery.pending": "waiting to be sent",
+    "delivery.sending": "being sent",
+    "delivery.unknown": "unknown",
+    "delivery.accepted": "accepted by Twilio",
+    "delivery.scheduled": "scheduled",
+    "delivery.sending_provider": "with the carrier",
+    "delivery.read": "read",
 }
 
 _DISPOSITION_WORDS = {
@@ -678,7 +734,6 @@ for _code in DISPOSITIONS:
     ID[f"disposition.{_code}"], EN[f"disposition.{_code}"] = _DISPOSITION_WORDS[_code]
 
 CATALOGUES = {"id": ID, "en": EN}
-EVENT_KEYS = frozenset(key for key in EN if key.startswith("event."))
 # What the scripts need (alerts, the live indicator, map labels, durations).
 JS_PREFIXES = (
     "live.",
@@ -699,35 +754,25 @@ def translate(language: str, key: str, **params: Any) -> str:
     """The text for ``key`` in ``language`` (Indonesian when unknown), with ``params`` filled in."""
     catalogue = CATALOGUES.get(language, ID)
     text = catalogue.get(key) or ID.get(key) or key
-    return text.format(**params) if params else text
+    return text.format_map(_Blank(params)) if params else text
+
+
+class _Blank(dict[str, Any]):
+    """Parameters of a text: one the caller lacks shows as a dash, never as an error."""
+
+    def __missing__(self, key: str) -> str:
+        return "—"
+
+
+def has(language: str, key: str) -> bool:
+    """Whether the catalogue has a text for ``key``."""
+    return key in CATALOGUES.get(language, ID)
 
 
 def js_strings(language: str) -> dict[str, str]:
     """The subset of the catalogue the browser scripts use."""
     catalogue = CATALOGUES.get(language, ID)
     return {key: value for key, value in catalogue.items() if key.startswith(JS_PREFIXES)}
-
-
-def event_label(language: str, kind: str) -> str:
-    """A timeline event's kind in words; delivery reports (``sms_delivered``) from their two parts."""
-    catalogue = CATALOGUES.get(language, ID)
-    if f"event.{kind}" in catalogue:
-        return catalogue[f"event.{kind}"]
-    channel, _, status = kind.partition("_")
-    if f"channel.{channel}" in catalogue and f"delivery.{status}" in catalogue:
-        return f"{catalogue[f'channel.{channel}']}: {catalogue[f'delivery.{status}']}"
-    return kind.replace("_", " ")
-
-
-def event_channel(kind: str, data: dict[str, Any] | None) -> str:
-    """Through which channel an event came or went (sms, voice, link, mqtt...), when it says."""
-    data = data or {}
-    if data.get("channel"):
-        return str(data["channel"])
-    if data.get("channels"):
-        return "+".join(map(str, data["channels"]))
-    channel = kind.partition("_")[0]
-    return channel if channel in ("sms", "voice") else ""
 
 
 def distance(metres: float | None) -> str:

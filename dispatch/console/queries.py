@@ -114,8 +114,8 @@ def board_rows(session: Session, settings: Settings, now: datetime) -> list[dict
             "lon": incident.lon,
             "location_source": incident.location_source,
             "assignments": shown,
-            # Only while still paging: after an acceptance the supervisor badge would be history, not state.
-            "supervisor": any(a["step"] and a["step"]["what"] == "supervisor" for a in shown),
+            # Only while nobody has accepted: after an acceptance the badge would be history, not state.
+            "supervisor": any(a["supervisor"] for a in shown),
             "needs_review": incident.needs_review,
             "review_reason": incident.review_reason,
             "location_needed": incident.location_needed,
@@ -163,6 +163,7 @@ def _board_assignment(
         "on_scene_age_s": _age(now, a.on_scene_at) if a.state == "on_scene" else None,
         "step": step,
         "next_step": following,
+        "supervisor": a.state in ("active", "exhausted") and done is not None and done.action == "supervisor",
     }
 
 
@@ -259,7 +260,9 @@ def incident_detail(session: Session, incident_id: int) -> dict[str, Any] | None
         "names": names,
         "prank_count": calls.prank_count(session, incident.caller_number),
         # The badge says what is happening now: a supervisor step is the last one of a still-paging assignment.
-        "supervisor": any(a.state == "active" and _last_action(session, a.id) == "supervisor" for a in assignments),
+        "supervisor": any(
+            a.state in ("active", "exhausted") and _last_action(session, a.id) == "supervisor" for a in assignments
+        ),
     }
 
 

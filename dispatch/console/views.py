@@ -37,7 +37,7 @@ from dispatch import actions, status
 from dispatch.auth import attempt_login, hash_password
 from dispatch.calls import CallRecord
 from dispatch.console import board as board_order
-from dispatch.console import i18n, queries, stats
+from dispatch.console import i18n, queries, sentences, stats
 from dispatch.console.live import ChangeWatch
 from dispatch.console.security import (
     LANGUAGES,
@@ -177,14 +177,18 @@ def _compact(value: Any) -> str:
 def _template_globals() -> dict[str, Any]:
     language = _language()
     settings = _context().settings
+
+    def translate(key: str, **params: Any) -> str:
+        return i18n.translate(language, key, **params)
+
     return {
-        "_": lambda key, **params: i18n.translate(language, key, **params),
+        "_": translate,
         "lang": language,
         "user": current_user(),
         "csrf_token": csrf_token,
         "demo_url": demo_phones_url(),
-        "event_label": lambda kind: i18n.event_label(language, kind),
-        "event_channel": i18n.event_channel,
+        "delivery_word": lambda state: sentences.delivery_word(state, translate),
+        "review_reason": lambda reason: sentences.review_reason(reason, translate),
         "js_config": {
             "csrf": csrf_token(),
             "lang": language,
@@ -342,6 +346,7 @@ def _incident_page(incident_id: int, status_code: int = 200) -> Any:
             for u in everyone
             if u["id"] in involved
         ]
+        detail["timeline_rows"] = _timeline(detail["events"])
         return (
             render_template(
                 "console/incident.html",
@@ -371,7 +376,18 @@ def incident_live(incident_id: int) -> Any:
         detail = queries.incident_detail(db, incident_id)
         if detail is None:
             return render_template("console/error.html", code=404, message=_t("error.no_incident")), 404
-        return render_template("console/_incident_live.html", **detail)
+        return render_template("console/_incident_live.html", timeline_rows=_timeline(detail["events"]), **detail)
+
+
+def _timeline(events: list[Any]) -> list[sentences.Row]:
+    """The incident's timeline as sentences in the user's language."""
+    language = _language()
+    return sentences.timeline(
+        events,
+        lambda key, **params: i18n.translate(language, key, **params),
+        lambda key: i18n.has(language, key),
+        i18n.distance,
+    )
 
 
 def _act(incident_id: int, run: Run, done: str) -> Any:
