@@ -143,7 +143,7 @@ def test_the_incident_page_shows_the_timeline_as_sentences(
 
 def test_no_sentence_uses_the_other_languages_words() -> None:
     english_only = re.compile(r"\b(the|and|paged|accepted|button|unit did)\b", re.IGNORECASE)
-    for key, text in i18n.ID.items():
+    for key, text in i18n.messages("id").items():
         if key.startswith("event."):
             assert not english_only.search(text), (key, text)
 

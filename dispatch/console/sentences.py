@@ -65,6 +65,20 @@ def review_reason(reason: str | None, t: Translate) -> str:
     return t(REVIEW_REASONS[reason]) if reason in REVIEW_REASONS else reason
 
 
+# Why the matcher passed a unit over ("excluded: no answer") -> the catalogue's key.
+EXCLUSIONS = {"no answer": "skip.no_answer", "declined": "skip.declined"}
+
+
+def skip_reason(reason: str, t: Translate) -> str:
+    """Why a unit was passed over, in words: its status, or why it was excluded."""
+    if reason in ("available", "busy", "off_duty"):
+        return t(f"unit_status.{reason}")
+    why = reason.removeprefix("excluded: ")
+    if why in EXCLUSIONS:
+        return t(EXCLUSIONS[why])
+    return t("skip.other", why=why)
+
+
 class Event(Protocol):
     """What a timeline row needs of a TimelineEvent."""
 

@@ -53,6 +53,7 @@ from dispatch.console.security import (
 )
 from dispatch.models import ROLES, ApiToken, Incident, User
 from dispatch.web import api_models as m
+from dispatch.web import i18n as web_i18n
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 
@@ -111,6 +112,7 @@ def demo_phones_url() -> str | None:
 @bp.before_request
 def _load_and_check() -> Any:
     g.console_user = load_user(_context())
+    web_i18n.use(_language())
     if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_valid():
         # Also for the login form: a forged login would put the victim into the attacker's account.
         return render_template("console/error.html", code=400, message=_t("error.csrf")), 400
@@ -182,13 +184,14 @@ def _template_globals() -> dict[str, Any]:
         return i18n.translate(language, key, **params)
 
     return {
-        "_": translate,
         "lang": language,
         "user": current_user(),
         "csrf_token": csrf_token,
         "demo_url": demo_phones_url(),
         "delivery_word": lambda state: sentences.delivery_word(state, translate),
         "review_reason": lambda reason: sentences.review_reason(reason, translate),
+        "skip_reason": lambda reason: sentences.skip_reason(reason, translate),
+        "who": lambda actor: sentences.who(actor, translate),
         "js_config": {
             "csrf": csrf_token(),
             "lang": language,
@@ -209,6 +212,7 @@ def login() -> Any:
     """The login form (in the language chosen with ?lang=, Indonesian by default)."""
     if request.args.get("lang") in LANGUAGES:
         session["lang"] = request.args["lang"]
+        web_i18n.use(_language())
     if current_user() is not None:
         return redirect(url_for(".board"))
     return render_template("console/login.html", next=safe_next(request.args.get("next")))
@@ -579,7 +583,10 @@ def log_call() -> Any:
         outcome = context.calls.accept(db, record, geocoded, actor=_actor(), now=context.clock(), operator_pin=pin)
         incident_id = outcome.incident_id
     context.after_commit([(p.topic, p.payload) for p in outcome.publications])
-    flash(_t("call.logged" if outcome.outcome == "accepted" else "call.duplicate", id=incident_id), "ok")
+    logged = (
+        _t("call.logged", id=incident_id) if outcome.outcome == "accepted" else _t("call.duplicate", id=incident_id)
+    )
+    flash(logged, "ok")
     return redirect(url_for(".incident", incident_id=incident_id), 303)
 
 
@@ -742,5 +749,5 @@ def admin_set_active(user_id: int) -> Any:
                 .values(revoked_at=context.clock())
             )
         username = user.username
-    flash(_t("admin.activated" if active else "admin.deactivated", username=username), "ok")
+    flash(_t("admin.activated", username=username) if active else _t("admin.deactivated", username=username), "ok")
     return redirect(url_for(".admin_users"), 303)

@@ -6,10 +6,10 @@ const Console = (() => {
   const alerts = [];  // what was announced (read by the browser tests; harmless otherwise)
   window.consoleAlerts = alerts;
 
+  // The catalogue's texts are gettext python-format strings: %(name)s parameters, %% for a percent sign.
   function t(key, params) {
-    let text = config.strings[key] || key;
-    for (const [name, value] of Object.entries(params || {})) text = text.replaceAll("{" + name + "}", String(value));
-    return text;
+    const text = config.strings[key] || key;
+    return text.replace(/%\((\w+)\)s|%%/g, (match, name) => (name === undefined ? "%" : String((params || {})[name] ?? "—")));
   }
 
   // Same output as dispatch.console.i18n.duration, so ticking values match server-rendered ones.
