@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
 from sqlalchemy.exc import IntegrityError
 
 from devices.models import Device
@@ -26,9 +26,12 @@ from responders.replies import Reply
 bp = Blueprint("links", __name__, template_folder="templates")
 
 
-def _page(language: str, status: int, **values: Any) -> tuple[str, int]:
-    """The link page in the recipient's language (its words: ``link.*`` in dispatch/translations)."""
-    web_i18n.use(language)
+def _page(language: str | None, status: int, **values: Any) -> tuple[str, int]:
+    """The link page in the recipient's language (its words: ``link.*`` in dispatch/translations).
+
+    ``None`` when no recipient is known (a broken or forged link): the browser's preference.
+    """
+    web_i18n.use(language or request.accept_languages.best_match(web_i18n.LANGUAGES) or web_i18n.DEFAULT)
     return render_template("link.html", lang=web_i18n.language(), **values), status
 
 
@@ -54,7 +57,7 @@ def show(token: str) -> tuple[str, int]:
     with context.sessions() as session:
         notification = session.get(Notification, parsed[0]) if parsed and parsed[1] == "view" else None
         if not _valid(notification, context):
-            return _page("id", 404, notice="invalid")
+            return _page(None, 404, notice="invalid")
         assert notification is not None
         incident = session.get_one(Incident, notification.incident_id)
         device = session.get(Device, incident.device_id) if incident.device_id else None
@@ -79,14 +82,14 @@ def act(token: str) -> tuple[str, int]:
     context = _context()
     parsed = links.read_token(context.signing_key, token)
     if parsed is None or parsed[1] not in ("accept", "decline"):
-        return _page("id", 404, notice="invalid")
+        return _page(None, 404, notice="invalid")
     notification_id, action = parsed
     now = context.clock()
     try:
         with transaction(context.sessions) as session:
             notification = session.get(Notification, notification_id)
             if not _valid(notification, context):
-                return _page("id", 404, notice="invalid")
+                return _page(None, 404, notice="invalid")
             assert notification is not None and notification.assignment_id is not None
             language = "en" if notification.language == "en" else "id"
             session.add(LinkUse(notification_id=notification.id, action=action, used_at=now))
@@ -106,6 +109,6 @@ def act(token: str) -> tuple[str, int]:
             )
             message = messages.reply_text(language, outcome.reply_key, **outcome.params)  # type: ignore[arg-type]
     except IntegrityError:
-        return _page("id", 409, notice="used")
+        return _page(None, 409, notice="used")
     context.after_commit(outcome.publications)
     return _page(language, 200, message=message, done=True)
