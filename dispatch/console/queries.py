@@ -285,15 +285,38 @@ def map_incidents(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+# Timeline kinds that say a page reached a unit: an SMS Twilio reports delivered, a call picked up.
+REACHED = ("sms_delivered", "voice_in_progress", "voice_answered", "voice_completed")
+
+
 def response_samples(session: Session, start: datetime, end: datetime) -> list[IncidentTimes]:
-    """Incidents opened in [start, end) with their assignments' milestones (input of stats.response_times)."""
+    """Incidents opened in [start, end) with their assignments' milestones (input of stats.response_times).
+
+    An assignment's page counts as delivered at the first receipt in REACHED for a notification
+    to a unit of that assignment (a page to a supervisor dispatches nobody).
+    """
     incidents = (
         session.execute(select(Incident).where(Incident.opened_at >= start, Incident.opened_at < end)).scalars().all()
     )
+    ids = [i.id for i in incidents]
     times: dict[int, list[AssignmentTimes]] = defaultdict(list)
-    if incidents:
-        for a in session.execute(
-            select(Assignment).where(Assignment.incident_id.in_([i.id for i in incidents]))
+    if ids:
+        to_assignment: dict[Any, int | None] = dict(
+            session.execute(
+                select(Notification.id, Notification.assignment_id).where(
+                    Notification.incident_id.in_(ids), Notification.recipient_kind == "unit"
+                )
+            ).all()
+        )
+        delivered: dict[int, datetime] = {}
+        for event in session.execute(
+            select(TimelineEvent).where(TimelineEvent.incident_id.in_(ids), TimelineEvent.kind.in_(REACHED))
         ).scalars():
-            times[a.incident_id].append(AssignmentTimes(a.service, a.dispatched_at, a.accepted_at, a.on_scene_at))
-    return [IncidentTimes(i.id, i.source, i.opened_at, tuple(times.get(i.id, ()))) for i in incidents]
+            assignment_id = to_assignment.get((event.data or {}).get("notification_id"))
+            if assignment_id is not None and (assignment_id not in delivered or event.at < delivered[assignment_id]):
+                delivered[assignment_id] = event.at
+        for a in session.execute(select(Assignment).where(Assignment.incident_id.in_(ids))).scalars():
+            times[a.incident_id].append(
+                AssignmentTimes(a.service, delivered.get(a.id), a.accepted_at, a.on_scene_at, a.state)
+            )
+    return [IncidentTimes(i.id, i.source, i.opened_at, tuple(times.get(i.id, ())), i.disposition) for i in incidents]

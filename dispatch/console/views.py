@@ -8,12 +8,14 @@ transaction with the incident row locked, exactly as the HTTP API does.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -641,22 +643,74 @@ def devices() -> Any:
 @bp.get("/stats")
 @requires("call_taker")
 def stats_page() -> Any:
-    """Today's response times per service against NFPA 1225 (90 % dispatched within 60 s)."""
+    """Response times per service against NFPA 1225 (90 % of pages delivered within 60 s), for a range."""
+    chosen = _stats_range()
+    if isinstance(chosen, str):
+        return render_template("console/error.html", code=400, message=chosen), 400
+    choice, start, end = chosen
     context = _context()
     now = context.clock()
-    start, end = stats.day_bounds(now, context.settings.local_zone)
     with context.sessions() as db, db.begin():
         samples = queries.response_samples(db, start, end)
-    rows = stats.response_times(samples, now)
+    intervals = stats.intervals(samples, now)
+    charts = [
+        (service, stats.histogram(r.to_delivered for r in intervals if r.service == service))
+        for service in stats.SERVICES
+    ]
     return render_template(
         "console/stats.html",
         page="stats",
-        rows=rows,
-        day=start,
-        total=len(samples),
+        rows=stats.response_times(samples, now),
+        failures=stats.failures(intervals),
+        charts=charts,
+        bins=stats.BINS,
+        choice=choice,
+        start=start,
+        last_day=end - timedelta(days=1),
+        total=len(stats.counted(samples)),
         target_pct=round(stats.NFPA_TARGET * 100),
         target_s=round(stats.NFPA_DISPATCH_S),
     )
+
+
+@bp.get("/stats.csv")
+@requires("call_taker")
+def stats_csv() -> Any:
+    """The per-incident intervals behind the statistics, as CSV (times in WIB, intervals in seconds)."""
+    chosen = _stats_range()
+    if isinstance(chosen, str):
+        return Response(chosen + "\n", status=400, mimetype="text/plain")
+    _, start, end = chosen
+    context = _context()
+    with context.sessions() as db, db.begin():
+        samples = queries.response_samples(db, start, end)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["incident_id", "service", "opened_at_wib", "to_first_page_delivered_s", "to_accept_s",
+                     "to_on_scene_s", "outcome"])  # fmt: skip
+    for r in stats.intervals(samples, context.clock()):
+        opened = r.opened_at.astimezone(context.settings.local_zone).strftime("%Y-%m-%d %H:%M:%S")
+        seconds = [("" if v is None else f"{v:.1f}") for v in (r.to_delivered, r.to_accept, r.to_on_scene)]
+        writer.writerow([r.incident_id, r.service, opened, *seconds, r.outcome])
+    name = f"response-times-{start:%Y%m%d}-{end - timedelta(days=1):%Y%m%d}.csv"
+    return Response(
+        out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+def _stats_range() -> tuple[str, datetime, datetime] | str:
+    """The range the statistics page asks for (?range=today|7d|30d|custom&from=&to=), or why it is bad."""
+    choice = request.args.get("range", "today")
+    try:
+        first = date.fromisoformat(request.args["from"]) if request.args.get("from") else None
+        last = date.fromisoformat(request.args["to"]) if request.args.get("to") else None
+    except ValueError:
+        return _t("stats.range_error.bad_date")
+    try:
+        start, end = stats.date_range(choice, _context().clock(), _context().settings.local_zone, first, last)
+    except ValueError as exc:
+        return _t(f"stats.range_error.{exc}", days=stats.MAX_CUSTOM_DAYS)
+    return choice, start, end
 
 
 # -- admin: users ------------------------------------------------------------------------------

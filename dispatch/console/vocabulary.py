@@ -191,6 +191,16 @@ KEYS = (
     # source
     N_("source.call"),
     N_("source.press"),
+    # stats (ranges and range errors, chosen by the request)
+    N_("stats.range.today"),
+    N_("stats.range.7d"),
+    N_("stats.range.30d"),
+    N_("stats.range.custom"),
+    N_("stats.range_error.bad_date"),
+    N_("stats.range_error.bad_choice"),
+    N_("stats.range_error.missing_dates"),
+    N_("stats.range_error.reversed"),
+    N_("stats.range_error.too_long"),
     # state
     N_("state.acknowledged"),
     N_("state.cancelled"),
