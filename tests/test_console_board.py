@@ -16,10 +16,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from devices.models import Device
 from dispatch.console import board
 from dispatch.models import Assignment, EscalationStep, Incident, TimelineEvent, User
 from dispatch.service import DispatchService
+from foundation.clock import utcnow
 from foundation.db import transaction
+from responders.models import Unit
 from tests.conftest import eventually
 from tests.test_console_web import (
     Browser,
@@ -282,3 +285,37 @@ def test_bucket_rules() -> None:
     assert not board.alarm(urgency("unanswered", "exhausted", owned=True))
     assert [board.age_level(s) for s in (10, 50, 61)] == ["ok", "warn", "late"]
     assert board.step_what("notify_unit", ["sms", "voice"]) == "sms_voice"
+
+
+def test_units_page_shows_pending_pages_and_the_current_incident(
+    service: DispatchService, sessions: sessionmaker[Session]
+) -> None:
+    browser = Browser(service)
+    browser.login("rina")
+    paging = log_call(browser, "C-units-paging")
+    accepted = log_call(browser, "C-units-accepted", services=["ambulance"])
+    paged(sessions, paging)
+    paged(sessions, accepted)
+    accept(sessions, accepted)
+    with transaction(sessions) as session:
+        amb = session.execute(select(Assignment).where(Assignment.incident_id == accepted)).scalar_one()
+        session.execute(
+            update(Unit).where(Unit.id == amb.accepted_unit_id).values(status="busy", current_incident_id=accepted)
+        )
+    page = browser.get("/console/units").text
+    pol = visible(page.split('data-unit="POL-01"')[1].split("</tr>")[0])
+    assert f"#{paging} Polisi, menunggu jawaban" in pol
+    unit = visible(page.split(f'data-unit="{amb.accepted_unit_id}"')[1].split("</tr>")[0])
+    assert f"#{accepted}" in unit and "bertugas" in unit and "menunggu jawaban" not in unit
+
+
+def test_a_device_never_seen_is_not_called_healthy(service: DispatchService, sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as session:
+        session.execute(update(Device).where(Device.id == "BTN-0002").values(last_seen_at=utcnow(), battery=90))
+    browser = Browser(service)
+    browser.login("rina")
+    page = browser.get("/console/devices").text
+    never = visible(page.split('data-device="BTN-0001"')[1].split("</tr>")[0])
+    assert "belum pernah terlihat" in never and "baik" not in never
+    seen = visible(page.split('data-device="BTN-0002"')[1].split("</tr>")[0])
+    assert "baik" in seen and "belum pernah terlihat" not in seen

@@ -183,7 +183,20 @@ def assign_choices(
 
 
 def unit_rows(session: Session, settings: Settings, now: datetime) -> list[dict[str, Any]]:
-    """Every unit with status, where it is, how old that position is, and its current incident."""
+    """Every unit with status, where it is, how old that position is, its current incident, and
+    the incidents paging it right now (assignments still waiting for its answer)."""
+    paging: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for assignment_id, incident_id, service, unit_id in session.execute(
+        select(Assignment.id, Assignment.incident_id, Assignment.service, Assignment.unit_id)
+        .where(Assignment.state == "active", Assignment.unit_id.is_not(None))
+        .order_by(Assignment.incident_id)
+    ).all():
+        first_page = session.execute(
+            select(func.min(Notification.created_at)).where(
+                Notification.assignment_id == assignment_id, Notification.recipient_id == unit_id
+            )
+        ).scalar_one_or_none()
+        paging[unit_id].append({"incident_id": incident_id, "service": service, "since_s": _age(now, first_page)})
     rows = []
     for unit in session.execute(select(Unit).order_by(Unit.service, Unit.id)).scalars():
         fresh = unit.fix_at is not None and _age(now, unit.fix_at) <= settings.escalation.max_fix_age_s  # type: ignore[operator]
@@ -200,6 +213,7 @@ def unit_rows(session: Session, settings: Settings, now: datetime) -> list[dict[
                 "fix_age_s": _age(now, unit.fix_at),
                 "fix_stale": unit.fix_at is not None and not fresh,
                 "current_incident_id": unit.current_incident_id,
+                "paging": paging.get(unit.id, []),
                 "status_age_s": _age(now, unit.status_at),
             }
         )
@@ -218,6 +232,7 @@ def device_rows(session: Session, settings: Settings, now: datetime) -> list[dic
             "lat": d.lat,
             "lon": d.lon,
             "last_seen_age_s": _age(now, d.last_seen_at),
+            "never_seen": d.last_seen_at is None,
             "battery": d.battery,
             "rssi": d.rssi,
             "silent": is_silent(d, now, policy),

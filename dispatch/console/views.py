@@ -635,7 +635,7 @@ def devices() -> Any:
     context = _context()
     with context.sessions() as db, db.begin():
         rows = queries.device_rows(db, context.settings, context.clock())
-    rows.sort(key=lambda d: (not (d["silent"] or d["low_battery"]), d["id"]))
+    rows.sort(key=lambda d: (not (d["silent"] or d["low_battery"] or d["never_seen"]), d["id"]))
     template = "console/_devices_table.html" if request.args.get("fragment") else "console/devices.html"
     return render_template(template, devices=rows, page="devices", policy=context.settings.devices)
 
