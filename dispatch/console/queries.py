@@ -196,7 +196,7 @@ def unit_rows(session: Session, settings: Settings, now: datetime) -> list[dict[
                 Notification.assignment_id == assignment_id, Notification.recipient_id == unit_id
             )
         ).scalar_one_or_none()
-        paging[unit_id].append({"incident_id": incident_id, "service": service, "since_s": _age(now, first_page)})
+        paging[str(unit_id)].append({"incident_id": incident_id, "service": service, "since_s": _age(now, first_page)})
     rows = []
     for unit in session.execute(select(Unit).order_by(Unit.service, Unit.id)).scalars():
         fresh = unit.fix_at is not None and _age(now, unit.fix_at) <= settings.escalation.max_fix_age_s  # type: ignore[operator]
