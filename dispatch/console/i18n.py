@@ -29,6 +29,7 @@ JS_PREFIXES = (
     "map.",
     "state.",
     "unit_status.",
+    "assignment.",
     "devices.silent",
     "devices.low_battery",
     "call.found",

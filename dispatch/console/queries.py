@@ -291,12 +291,37 @@ def _last_action(session: Session, assignment_id: int) -> str | None:
 
 
 def map_incidents(session: Session) -> list[dict[str, Any]]:
-    """Open incidents that have a position."""
+    """Open incidents that have a position, with who is paged for or has accepted each service."""
+    incidents = list(
+        session.execute(select(Incident).where(Incident.state.in_(OPEN_STATES), Incident.lat.is_not(None))).scalars()
+    )
+    responding: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    exhausted: set[int] = set()
+    if incidents:
+        for a in session.execute(
+            select(Assignment).where(
+                Assignment.incident_id.in_([i.id for i in incidents]),
+                Assignment.state.in_(("active", "accepted", "on_scene", "exhausted")),
+            )
+        ).scalars():
+            unit = a.accepted_unit_id or a.unit_id
+            if a.state == "exhausted":
+                exhausted.add(a.incident_id)
+            elif unit:
+                responding[a.incident_id].append({"service": a.service, "unit_id": unit, "state": a.state})
     return [
-        {"id": i.id, "lat": i.lat, "lon": i.lon, "state": i.state, "service": i.service, "source": i.source}
-        for i in session.execute(
-            select(Incident).where(Incident.state.in_(OPEN_STATES), Incident.lat.is_not(None))
-        ).scalars()
+        {
+            "id": i.id,
+            "lat": i.lat,
+            "lon": i.lon,
+            "state": i.state,
+            "service": i.service,
+            "services": list(i.services or ([i.service] if i.service else [])),
+            "source": i.source,
+            "unanswered": i.state == "unanswered" or i.id in exhausted,
+            "units": responding[i.id],
+        }
+        for i in incidents
     ]
 
 
