@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ from dispatch.console import i18n, sentences
 from dispatch.models import Assignment, Incident, Notification, TimelineEvent, User
 from dispatch.service import DispatchService
 from foundation.db import transaction
+from responders.sandbox import words
 from tests.conftest import eventually
 from tests.test_console_sentences import recorded_kinds
 from tests.test_console_web import (
@@ -180,3 +182,19 @@ def _notifications(sessions: sessionmaker[Session], incident_id: int) -> list[No
                 select(Notification).where(Notification.incident_id == incident_id).order_by(Notification.id)
             ).scalars()
         )
+
+
+@pytest.mark.parametrize("language", ["id", "en"])
+def test_the_phone_simulator_reads_in_one_language(service: DispatchService, language: str) -> None:
+    assert set(words.WORDS["id"]) == set(words.WORDS["en"])
+    base = f"http://127.0.0.1:{service.web_port}/sandbox/twilio/phones"
+    asked = requests.get(f"{base}?lang={language}", timeout=20).text
+    preferred = requests.get(base, headers={"Accept-Language": f"{language}, *;q=0.1"}, timeout=20).text
+    for page in (asked, preferred):
+        text = visible(page)
+        mine, theirs = words.WORDS[language], words.WORDS[OTHER[language]]
+        assert mine["send_sms"] in text and mine["text_in"] in text
+        leaked = [v for k, v in theirs.items() if v != mine[k] and "{" not in v and len(v) > 6 and v in text]
+        assert leaked == []
+        script_words = {"id": "Twilio akan membalas SMS", "en": "Twilio would text back"}
+        assert "const WORDS = " in page and script_words[language] in page  # the script's own words

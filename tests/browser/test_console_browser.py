@@ -120,7 +120,7 @@ def test_an_acceptance_from_the_phone_simulator_changes_the_board(
     card = phones.locator("section.phone", has_text=UNIT_PHONES["POL-01"])
     expect(card).to_be_visible(timeout=5_000)
     card.locator("textarea").fill("YA")
-    card.locator("button", has_text="Send SMS").click()
+    card.locator("button", has_text="Kirim SMS").click()  # opened from an Indonesian console: ?lang=id
     expect(card.locator("pre.result")).to_contain_text("HTTP 200", timeout=10_000)
     shot(phones, "phone_simulator")
 
