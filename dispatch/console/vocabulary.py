@@ -1,4 +1,5 @@
-"""Catalogue keys the console builds at run time from domain values (``"state." ~ incident.state``).
+"""Catalogue keys the console builds at run time from domain values (``"state." ~ incident.state``),
+and those only the browser scripts use (``Console.t("map.legend")``).
 
 Listed literally, marked with ``N_``, so that ``pybabel extract`` (babel.cfg) finds every key the
 catalogues need and ``pybabel update`` never marks one obsolete. A new state, delivery status,
@@ -153,6 +154,7 @@ KEYS = (
     N_("map.incidents"),
     N_("map.legend"),
     N_("map.no_tiles"),
+    N_("map.tiles_failed"),
     N_("map.units"),
     # position
     N_("position.fix"),
