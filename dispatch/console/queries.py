@@ -186,17 +186,22 @@ def unit_rows(session: Session, settings: Settings, now: datetime) -> list[dict[
     """Every unit with status, where it is, how old that position is, its current incident, and
     the incidents paging it right now (assignments still waiting for its answer)."""
     paging: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for assignment_id, incident_id, service, unit_id in session.execute(
+    active = session.execute(
         select(Assignment.id, Assignment.incident_id, Assignment.service, Assignment.unit_id)
         .where(Assignment.state == "active", Assignment.unit_id.is_not(None))
         .order_by(Assignment.incident_id)
-    ).all():
-        first_page = session.execute(
-            select(func.min(Notification.created_at)).where(
-                Notification.assignment_id == assignment_id, Notification.recipient_id == unit_id
-            )
-        ).scalar_one_or_none()
-        paging[str(unit_id)].append({"incident_id": incident_id, "service": service, "since_s": _age(now, first_page)})
+    ).all()
+    first_page: dict[tuple[Any, Any], datetime] = {
+        (assignment_id, unit_id): at
+        for assignment_id, unit_id, at in session.execute(
+            select(Notification.assignment_id, Notification.recipient_id, func.min(Notification.created_at))
+            .where(Notification.assignment_id.in_([a[0] for a in active]))
+            .group_by(Notification.assignment_id, Notification.recipient_id)
+        ).all()
+    }
+    for assignment_id, incident_id, service, unit_id in active:
+        since = _age(now, first_page.get((assignment_id, unit_id)))
+        paging[str(unit_id)].append({"incident_id": incident_id, "service": service, "since_s": since})
     rows = []
     for unit in session.execute(select(Unit).order_by(Unit.service, Unit.id)).scalars():
         fresh = unit.fix_at is not None and _age(now, unit.fix_at) <= settings.escalation.max_fix_age_s  # type: ignore[operator]
