@@ -28,11 +28,13 @@ setup(
             "web/static/vendor/leaflet/*",  # Leaflet 1.9.4 with its LICENSE: no CDN at run time
             "web/static/vendor/leaflet/images/*",
             "console/templates/console/*",
+            "translations/*/LC_MESSAGES/*",  # .po and their compiled .mo (committed, see README)
         ],
         "responders": ["sandbox/templates/*"],
     },
     install_requires=[
         "flask>=3.0,<4",
+        "flask-babel>=4,<5",  # gettext catalogues (dispatch/translations/*.po) for the console and link page
         "twilio>=9,<10",
         "android-sms-gateway>=4.3,<5",  # SMS Gateway for Android: two-way SMS through a local SIM (+62)
         "paho-mqtt>=2.1,<3",

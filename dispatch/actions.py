@@ -1,4 +1,4 @@
-"""What dispatchers do to an incident by hand: assign a unit, escalate now, cancel, close.
+"""What dispatchers do to an incident by hand: assign a unit, escalate now, take ownership, cancel, close.
 
 Each runs in the caller's transaction, records who did it on the timeline, and
 returns the status publications to make after commit.
@@ -29,6 +29,8 @@ REFUSALS: dict[str, str] = {
     "wrong_service": "{unit} is a {unit_service} unit, not {service}",
     "already_accepted": "{unit} already accepted the {service} assignment",
     "nothing_to_escalate": "nothing to escalate: no pending step on an active assignment",
+    "nothing_to_own": "incident {incident} is {state} and not flagged: there is nothing to take ownership of",
+    "already_owned": "{owner} already took ownership of incident {incident}",
 }
 
 
@@ -107,6 +109,30 @@ def escalate_now(session: Session, incident: Incident, service: str | None, *, a
         session, "escalated_by_hand", actor=actor, incident_id=incident.id, at=now, service=service, steps=moved
     )
     return moved
+
+
+def take_ownership(session: Session, incident: Incident, *, actor: str, now: datetime) -> None:
+    """A dispatcher takes an unanswered (or flagged) incident in hand: the board's alarm for it stops.
+
+    The incident keeps its state (nobody accepted it is still true); who and when are recorded on
+    the incident and the timeline. A second dispatcher is refused with the owner's name, so two
+    people never both think the other one has it.
+    """
+    _open(incident)
+    if incident.owned_by is not None:
+        raise ActionError("already_owned", owner=incident.owned_by.removeprefix("user:"), incident=incident.id)
+    if incident.state != "unanswered" and not incident.needs_review:
+        raise ActionError("nothing_to_own", incident=incident.id, state=incident.state)
+    incident.owned_by, incident.owned_at = actor, now
+    timeline.record(
+        session,
+        "ownership_taken",
+        actor=actor,
+        incident_id=incident.id,
+        at=now,
+        state=incident.state,
+        review_reason=incident.review_reason,
+    )
 
 
 def cancel(

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from foundation.clock import utcnow
 from foundation.db import Base
 
-# "unanswered": every step of an escalation ran and nobody accepted; a dispatcher must act.
+# "unanswered": every step of the escalation policy ran and nobody accepted; it stays open,
+# on top of the board, until a dispatcher takes ownership and acts.
 INCIDENT_STATES = ("received", "dispatched", "unanswered", "acknowledged", "on_scene", "resolved", "cancelled")
 OPEN_STATES = ("received", "dispatched", "unanswered", "acknowledged", "on_scene")
 
@@ -63,6 +64,10 @@ class Incident(Base):
     source_ts: Mapped[datetime | None]  # the device's own clock
     closed_at: Mapped[datetime | None]
     disposition: Mapped[str | None] = mapped_column(String(64))
+
+    # The dispatcher who took ownership of an unanswered or flagged incident (actions.take_ownership).
+    owned_by: Mapped[str | None] = mapped_column(String(100))
+    owned_at: Mapped[datetime | None]
 
 
 class TimelineEvent(Base):

@@ -262,11 +262,16 @@ class GeocodingSettings(_Section):
         return self
 
 
-class ConsoleSettings(_Section):
-    """The web console's map: no tile URL means markers on a plain background (no network needed)."""
+OSM_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+OSM_ATTRIBUTION = '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
 
-    tile_url: str | None = None  # e.g. https://tiles.pemkot.example/{z}/{x}/{y}.png (self-hosted)
-    tile_attribution: str = ""
+
+class ConsoleSettings(_Section):
+    """The web console's map: OpenStreetMap's standard tiles unless a (self-hosted) tile server is set;
+    null or "" means markers on a plain grid (no network needed)."""
+
+    tile_url: str | None = OSM_TILES  # e.g. https://tiles.pemkot.example/{z}/{x}/{y}.png (self-hosted)
+    tile_attribution: str = OSM_ATTRIBUTION
 
 
 class Settings(_Section):

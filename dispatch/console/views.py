@@ -8,12 +8,14 @@ transaction with the incident row locked, exactly as the HTTP API does.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -36,7 +38,8 @@ from werkzeug.wrappers import Response
 from dispatch import actions, status
 from dispatch.auth import attempt_login, hash_password
 from dispatch.calls import CallRecord
-from dispatch.console import i18n, queries, stats
+from dispatch.console import board as board_order
+from dispatch.console import i18n, queries, sentences, stats
 from dispatch.console.live import ChangeWatch
 from dispatch.console.security import (
     LANGUAGES,
@@ -52,6 +55,7 @@ from dispatch.console.security import (
 )
 from dispatch.models import ROLES, ApiToken, Incident, User
 from dispatch.web import api_models as m
+from dispatch.web import i18n as web_i18n
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 
@@ -60,6 +64,7 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
 SANDBOX_BLUEPRINT = "twilio_sandbox"
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
 MIN_PASSWORD = 8
+ALARM_EVERY_S = 10  # the board repeats an unanswered incident's alarm this often until someone owns it
 Run = Callable[[Session, WebContext, Incident, datetime], list[tuple[str, bytes]]]
 
 
@@ -109,6 +114,7 @@ def demo_phones_url() -> str | None:
 @bp.before_request
 def _load_and_check() -> Any:
     g.console_user = load_user(_context())
+    web_i18n.use(_language())
     if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_valid():
         # Also for the login form: a forged login would put the victim into the attacker's account.
         return render_template("console/error.html", code=400, message=_t("error.csrf")), 400
@@ -130,6 +136,11 @@ def _local_filter(moment: datetime | None, fmt: str = "%H:%M:%S") -> str:
 @bp.app_template_filter("duration")
 def _duration_filter(seconds: float | None) -> str:
     return i18n.duration(seconds)
+
+
+@bp.app_template_filter("distance")
+def _distance_filter(metres: float | None) -> str:
+    return i18n.distance(metres)
 
 
 @bp.app_template_filter("seconds")
@@ -170,14 +181,19 @@ def _compact(value: Any) -> str:
 def _template_globals() -> dict[str, Any]:
     language = _language()
     settings = _context().settings
+
+    def translate(key: str, **params: Any) -> str:
+        return i18n.translate(language, key, **params)
+
     return {
-        "_": lambda key, **params: i18n.translate(language, key, **params),
         "lang": language,
         "user": current_user(),
         "csrf_token": csrf_token,
         "demo_url": demo_phones_url(),
-        "event_label": lambda kind: i18n.event_label(language, kind),
-        "event_channel": i18n.event_channel,
+        "delivery_word": lambda state: sentences.delivery_word(state, translate),
+        "review_reason": lambda reason: sentences.review_reason(reason, translate),
+        "skip_reason": lambda reason: sentences.skip_reason(reason, translate),
+        "who": lambda actor: sentences.who(actor, translate),
         "js_config": {
             "csrf": csrf_token(),
             "lang": language,
@@ -198,6 +214,7 @@ def login() -> Any:
     """The login form (in the language chosen with ?lang=, Indonesian by default)."""
     if request.args.get("lang") in LANGUAGES:
         session["lang"] = request.args["lang"]
+        web_i18n.use(_language())
     if current_user() is not None:
         return redirect(url_for(".board"))
     return render_template("console/login.html", next=safe_next(request.args.get("next")))
@@ -253,13 +270,20 @@ def language() -> Any:
 @requires("call_taker")
 def board() -> Any:
     """The live board of open incidents (the default page)."""
-    return render_template("console/board.html", rows=_board_rows(), page="board")
+    return render_template("console/board.html", page="board", alarm_every_s=ALARM_EVERY_S, **_board())
 
 
 def _board_rows() -> list[dict[str, Any]]:
     context = _context()
     with context.sessions() as db, db.begin():
         return queries.board_rows(db, context.settings, context.clock())
+
+
+def _board() -> dict[str, Any]:
+    """The board's rows grouped into its buckets, most urgent first (every bucket, with its count)."""
+    rows = _board_rows()
+    buckets = [(name, [r for r in rows if r["bucket"] == name]) for name in board_order.BUCKETS]
+    return {"buckets": buckets, "total": len(rows)}
 
 
 @bp.get("/board.json")
@@ -273,7 +297,7 @@ def board_json() -> Any:
 @requires("call_taker")
 def board_rows() -> Any:
     """The board's table body, re-fetched by the page on every change."""
-    return render_template("console/_board_rows.html", rows=_board_rows())
+    return render_template("console/_board_rows.html", **_board())
 
 
 @bp.get("/events")
@@ -319,18 +343,16 @@ def _incident_page(incident_id: int, status_code: int = 200) -> Any:
         detail = queries.incident_detail(db, incident_id)
         if detail is None:
             return render_template("console/error.html", code=404, message=_t("error.no_incident")), 404
-        units = queries.assignable_units(db, list(detail["incident"].services or []))
+        incident = detail["incident"]
+        everyone = queries.unit_rows(db, context.settings, context.clock())
+        units = queries.assign_choices(everyone, list(incident.services or []), incident.lat, incident.lon)
         involved = {a.unit_id for a in detail["assignments"]} | {a.accepted_unit_id for a in detail["assignments"]}
         map_units = [
-            {
-                "id": u.id,
-                "status": u.status,
-                "lat": u.fix_lat if u.fix_lat is not None else u.station_lat,
-                "lon": u.fix_lon if u.fix_lon is not None else u.station_lon,
-            }
-            for u in units
-            if u.id in involved
+            {"id": u["id"], "status": u["status"], "lat": u["lat"], "lon": u["lon"]}
+            for u in everyone
+            if u["id"] in involved
         ]
+        detail["timeline_rows"] = _timeline(detail["events"])
         return (
             render_template(
                 "console/incident.html",
@@ -360,7 +382,18 @@ def incident_live(incident_id: int) -> Any:
         detail = queries.incident_detail(db, incident_id)
         if detail is None:
             return render_template("console/error.html", code=404, message=_t("error.no_incident")), 404
-        return render_template("console/_incident_live.html", **detail)
+        return render_template("console/_incident_live.html", timeline_rows=_timeline(detail["events"]), **detail)
+
+
+def _timeline(events: list[Any]) -> list[sentences.Row]:
+    """The incident's timeline as sentences in the user's language."""
+    language = _language()
+    return sentences.timeline(
+        events,
+        lambda key, **params: i18n.translate(language, key, **params),
+        lambda key: i18n.has(language, key),
+        i18n.distance,
+    )
 
 
 def _act(incident_id: int, run: Run, done: str) -> Any:
@@ -373,6 +406,8 @@ def _act(incident_id: int, run: Run, done: str) -> Any:
         flash(_t("action.refused", reason=_refusal(exc)), "error")
         return _incident_page(incident_id, exc.status)
     flash(done, "ok")
+    if request.form.get("back") == "board":  # an inline action on the board returns there
+        return redirect(url_for(".board"), 303)
     return redirect(url_for(".incident", incident_id=incident_id), 303)
 
 
@@ -425,6 +460,18 @@ def escalate(incident_id: int) -> Any:
         return []
 
     return _act(incident_id, run, _t("action.escalated"))
+
+
+@bp.post("/incidents/<int:incident_id>/ownership")
+@requires("dispatcher")
+def take_ownership(incident_id: int) -> Any:
+    """Take an unanswered or flagged incident in hand: the board's alarm for it stops."""
+
+    def run(s: Session, c: WebContext, i: Incident, now: datetime) -> list[tuple[str, bytes]]:
+        actions.take_ownership(s, i, actor=_actor(), now=now)
+        return []
+
+    return _act(incident_id, run, _t("action.owned", id=incident_id))
 
 
 @bp.post("/incidents/<int:incident_id>/cancel")
@@ -538,7 +585,10 @@ def log_call() -> Any:
         outcome = context.calls.accept(db, record, geocoded, actor=_actor(), now=context.clock(), operator_pin=pin)
         incident_id = outcome.incident_id
     context.after_commit([(p.topic, p.payload) for p in outcome.publications])
-    flash(_t("call.logged" if outcome.outcome == "accepted" else "call.duplicate", id=incident_id), "ok")
+    logged = (
+        _t("call.logged", id=incident_id) if outcome.outcome == "accepted" else _t("call.duplicate", id=incident_id)
+    )
+    flash(logged, "ok")
     return redirect(url_for(".incident", incident_id=incident_id), 303)
 
 
@@ -585,7 +635,7 @@ def devices() -> Any:
     context = _context()
     with context.sessions() as db, db.begin():
         rows = queries.device_rows(db, context.settings, context.clock())
-    rows.sort(key=lambda d: (not (d["silent"] or d["low_battery"]), d["id"]))
+    rows.sort(key=lambda d: (not (d["silent"] or d["low_battery"] or d["never_seen"]), d["id"]))
     template = "console/_devices_table.html" if request.args.get("fragment") else "console/devices.html"
     return render_template(template, devices=rows, page="devices", policy=context.settings.devices)
 
@@ -593,22 +643,74 @@ def devices() -> Any:
 @bp.get("/stats")
 @requires("call_taker")
 def stats_page() -> Any:
-    """Today's response times per service against NFPA 1225 (90 % dispatched within 60 s)."""
+    """Response times per service against NFPA 1225 (90 % of pages delivered within 60 s), for a range."""
+    chosen = _stats_range()
+    if isinstance(chosen, str):
+        return render_template("console/error.html", code=400, message=chosen), 400
+    choice, start, end = chosen
     context = _context()
     now = context.clock()
-    start, end = stats.day_bounds(now, context.settings.local_zone)
     with context.sessions() as db, db.begin():
         samples = queries.response_samples(db, start, end)
-    rows = stats.response_times(samples, now)
+    intervals = stats.intervals(samples, now)
+    charts = [
+        (service, stats.histogram(r.to_delivered for r in intervals if r.service == service))
+        for service in stats.SERVICES
+    ]
     return render_template(
         "console/stats.html",
         page="stats",
-        rows=rows,
-        day=start,
-        total=len(samples),
+        rows=stats.response_times(samples, now),
+        failures=stats.failures(intervals),
+        charts=charts,
+        bins=stats.BINS,
+        choice=choice,
+        start=start,
+        last_day=end - timedelta(days=1),
+        total=len(stats.counted(samples)),
         target_pct=round(stats.NFPA_TARGET * 100),
         target_s=round(stats.NFPA_DISPATCH_S),
     )
+
+
+@bp.get("/stats.csv")
+@requires("call_taker")
+def stats_csv() -> Any:
+    """The per-incident intervals behind the statistics, as CSV (times in WIB, intervals in seconds)."""
+    chosen = _stats_range()
+    if isinstance(chosen, str):
+        return Response(chosen + "\n", status=400, mimetype="text/plain")
+    _, start, end = chosen
+    context = _context()
+    with context.sessions() as db, db.begin():
+        samples = queries.response_samples(db, start, end)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["incident_id", "service", "opened_at_wib", "to_first_page_delivered_s", "to_accept_s",
+                     "to_on_scene_s", "outcome"])  # fmt: skip
+    for r in stats.intervals(samples, context.clock()):
+        opened = r.opened_at.astimezone(context.settings.local_zone).strftime("%Y-%m-%d %H:%M:%S")
+        seconds = [("" if v is None else f"{v:.1f}") for v in (r.to_delivered, r.to_accept, r.to_on_scene)]
+        writer.writerow([r.incident_id, r.service, opened, *seconds, r.outcome])
+    name = f"response-times-{start:%Y%m%d}-{end - timedelta(days=1):%Y%m%d}.csv"
+    return Response(
+        out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+def _stats_range() -> tuple[str, datetime, datetime] | str:
+    """The range the statistics page asks for (?range=today|7d|30d|custom&from=&to=), or why it is bad."""
+    choice = request.args.get("range", "today")
+    try:
+        first = date.fromisoformat(request.args["from"]) if request.args.get("from") else None
+        last = date.fromisoformat(request.args["to"]) if request.args.get("to") else None
+    except ValueError:
+        return _t("stats.range_error.bad_date")
+    try:
+        start, end = stats.date_range(choice, _context().clock(), _context().settings.local_zone, first, last)
+    except ValueError as exc:
+        return _t(f"stats.range_error.{exc}", days=stats.MAX_CUSTOM_DAYS)
+    return choice, start, end
 
 
 # -- admin: users ------------------------------------------------------------------------------
@@ -701,5 +803,5 @@ def admin_set_active(user_id: int) -> Any:
                 .values(revoked_at=context.clock())
             )
         username = user.username
-    flash(_t("admin.activated" if active else "admin.deactivated", username=username), "ok")
+    flash(_t("admin.activated", username=username) if active else _t("admin.deactivated", username=username), "ok")
     return redirect(url_for(".admin_users"), 303)

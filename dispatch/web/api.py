@@ -212,6 +212,18 @@ def create_api_blueprint(spec: SpecTree) -> Blueprint:
 
         return _act(incident_id, run, "next step due now")
 
+    @bp.post("/incidents/<int:incident_id>/ownership")
+    @require_role("dispatcher")
+    @spec.validate(resp=Response(HTTP_200=m.ActionDone, HTTP_404=m.Problem, HTTP_409=m.Problem), tags=["actions"])
+    def take_ownership(incident_id: int) -> Reply:
+        """Take ownership of an unanswered or flagged incident (the console's alarm for it stops)."""
+
+        def run(session: Any, context: WebContext, incident: Incident, now: datetime) -> list[tuple[str, bytes]]:
+            actions.take_ownership(session, incident, actor=_actor(), now=now)
+            return []
+
+        return _act(incident_id, run, "ownership taken")
+
     @bp.post("/incidents/<int:incident_id>/cancel")
     @require_role("dispatcher")
     @spec.validate(

@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
 from sqlalchemy.exc import IntegrityError
 
 from devices.models import Device
 from dispatch import acknowledge, alerts, links
 from dispatch.models import Incident, LinkUse, Notification
+from dispatch.web import i18n as web_i18n
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 from responders import messages
@@ -24,38 +25,14 @@ from responders.replies import Reply
 
 bp = Blueprint("links", __name__, template_folder="templates")
 
-TEXT: dict[str, dict[str, Any]] = {
-    "id": {
-        "title": "Panggilan darurat",
-        "service": {"police": "Polisi", "disaster": "BPBD / Damkar", "ambulance": "Ambulans"},
-        "accept": "TERIMA - saya berangkat",
-        "decline": "TOLAK - tidak bisa",
-        "invalid": "Tautan tidak sah atau sudah kedaluwarsa.",
-        "used": "Tautan ini sudah dipakai.",
-        "code": "Kode",
-        "state": "Status",
-        "where": "Lokasi",
-        "service_label": "Layanan",
-        "owner": "Tombol milik",
-        "nature": "Laporan 112",
-        "priority": "Prioritas",
-    },
-    "en": {
-        "title": "Emergency call",
-        "service": {"police": "Police", "disaster": "Disaster / fire", "ambulance": "Ambulance"},
-        "accept": "ACCEPT - I am going",
-        "decline": "DECLINE - cannot go",
-        "invalid": "This link is not valid or has expired.",
-        "used": "This link has already been used.",
-        "code": "Code",
-        "state": "State",
-        "where": "Location",
-        "service_label": "Service",
-        "owner": "Button of",
-        "nature": "112 report",
-        "priority": "Priority",
-    },
-}
+
+def _page(language: str | None, status: int, **values: Any) -> tuple[str, int]:
+    """The link page in the recipient's language (its words: ``link.*`` in dispatch/translations).
+
+    ``None`` when no recipient is known (a broken or forged link): the browser's preference.
+    """
+    web_i18n.use(language or request.accept_languages.best_match(web_i18n.LANGUAGES) or web_i18n.DEFAULT)
+    return render_template("link.html", lang=web_i18n.language(), **values), status
 
 
 def _context() -> WebContext:
@@ -80,31 +57,25 @@ def show(token: str) -> tuple[str, int]:
     with context.sessions() as session:
         notification = session.get(Notification, parsed[0]) if parsed and parsed[1] == "view" else None
         if not _valid(notification, context):
-            return render_template("link.html", text=TEXT["id"], message=TEXT["id"]["invalid"]), 404
+            return _page(None, 404, notice="invalid")
         assert notification is not None
         language: messages.Language = "en" if notification.language == "en" else "id"
-        text = TEXT[language]
         incident = session.get_one(Incident, notification.incident_id)
         device = session.get(Device, incident.device_id) if incident.device_id else None
         used = session.query(LinkUse).filter_by(notification_id=notification.id).first()
-        return (
-            render_template(
-                "link.html",
-                text=text,
-                incident=incident,
-                # The same words as the SMS and the call this link came with.
-                where=alerts.describe_location(incident, device, language),
-                **alerts.what_happened(incident, device),
-                code=notification.alert_code,
-                service=text["service"].get(incident.service or "", incident.service),
-                accept_token=links.make_token(context.signing_key, notification.id, "accept"),
-                decline_token=links.make_token(context.signing_key, notification.id, "decline"),
-                message=text["used"] if used else None,
-                lang=notification.language,
-                # Supervisors see the alert; only the paged units answer it.
-                can_act=notification.recipient_kind == "unit",
-            ),
+        return _page(
+            notification.language,
             200,
+            incident=incident,
+            # The same words as the SMS and the call this link came with.
+            where=alerts.describe_location(incident, device, language),
+            **alerts.what_happened(incident, device),
+            code=notification.alert_code,
+            accept_token=links.make_token(context.signing_key, notification.id, "accept"),
+            decline_token=links.make_token(context.signing_key, notification.id, "decline"),
+            notice="used" if used else None,
+            # Supervisors see the alert; only the paged units answer it.
+            can_act=notification.recipient_kind == "unit",
         )
 
 
@@ -114,21 +85,21 @@ def act(token: str) -> tuple[str, int]:
     context = _context()
     parsed = links.read_token(context.signing_key, token)
     if parsed is None or parsed[1] not in ("accept", "decline"):
-        return render_template("link.html", text=TEXT["id"], message=TEXT["id"]["invalid"]), 404
+        return _page(None, 404, notice="invalid")
     notification_id, action = parsed
     now = context.clock()
     try:
         with transaction(context.sessions) as session:
             notification = session.get(Notification, notification_id)
             if not _valid(notification, context):
-                return render_template("link.html", text=TEXT["id"], message=TEXT["id"]["invalid"]), 404
+                return _page(None, 404, notice="invalid")
             assert notification is not None and notification.assignment_id is not None
             language = "en" if notification.language == "en" else "id"
             session.add(LinkUse(notification_id=notification.id, action=action, used_at=now))
             session.flush()
             responder = acknowledge.find_responder(session, notification.to_number)
             if responder is None or notification.alert_code is None:
-                return render_template("link.html", text=TEXT[language], message=TEXT[language]["invalid"]), 404
+                return _page(language, 404, notice="invalid")
             outcome = acknowledge.apply(
                 session,
                 context.settings,
@@ -141,6 +112,6 @@ def act(token: str) -> tuple[str, int]:
             )
             message = messages.reply_text(language, outcome.reply_key, **outcome.params)  # type: ignore[arg-type]
     except IntegrityError:
-        return render_template("link.html", text=TEXT["id"], message=TEXT["id"]["used"]), 409
+        return _page(None, 409, notice="used")
     context.after_commit(outcome.publications)
-    return render_template("link.html", text=TEXT[language], message=message, done=True), 200
+    return _page(language, 200, message=message, done=True)

@@ -37,6 +37,7 @@ import requests
 from flask import Blueprint, Response, jsonify, render_template_string, request, url_for
 from twilio.request_validator import RequestValidator
 
+from responders.sandbox import words
 from responders.sandbox.store import (
     FINAL_CALL_STATUSES,
     RawRequest,
@@ -1047,8 +1048,11 @@ def create_sandbox_blueprint(
 
     @bp.get("/phones")
     def phones_page() -> str:
+        lang = words.choose(request.args.get("lang"), request.accept_languages.best_match(words.LANGUAGES))
         return render_template_string(
             page_source,
+            lang=lang,
+            t=words.WORDS[lang],
             phones_json_url=url_for(".phones_json"),
             sms_url=url_for(".phone_sms"),
             call_url_template=url_for(".phone_digits", sid="CALLSID").removesuffix("/digits"),

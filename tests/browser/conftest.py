@@ -23,6 +23,7 @@ from dispatch.console.live import ChangeWatch
 from dispatch.models import User
 from dispatch.service import DispatchService
 from foundation.db import transaction
+from tests.browser.tile_server import TileServer, tile_server
 from tests.conftest import ROOT
 from tests.responder_helpers import fast_escalation
 
@@ -104,15 +105,27 @@ def console_users(sessions: sessionmaker[Session]) -> None:
             session.add(User(username=username, name=name, role=role, password_hash=hash_password(PASSWORD)))
 
 
+@pytest.fixture(scope="session")
+def local_tiles() -> Iterator[TileServer]:
+    """Map tiles served on this machine: the console's default (OpenStreetMap) is not for tests."""
+    with tile_server() as served:
+        yield served
+
+
 @pytest.fixture
 def start_console(
-    start_service: Callable[..., DispatchService], roster: None, console_users: None, sessions: sessionmaker[Session]
+    start_service: Callable[..., DispatchService],
+    roster: None,
+    console_users: None,
+    sessions: sessionmaker[Session],
+    local_tiles: TileServer,
 ) -> Iterator[Callable[..., Console]]:
-    """Start the service (slow escalation unless told otherwise) and wrap it for the tests."""
+    """Start the service (slow escalation, local tiles unless told otherwise) and wrap it for the tests."""
     started: list[Console] = []
 
     def start(**sections: Any) -> Console:
         sections.setdefault("escalation", SLOW)
+        sections.setdefault("console", {"tile_url": local_tiles.url, "tile_attribution": "local test tiles"})
         console = Console(start_service(**sections), sessions)
         started.append(console)
         return console

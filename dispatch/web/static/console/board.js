@@ -1,4 +1,5 @@
-// The board: announce new button presses and escalations that reached a supervisor.
+// The board: announce new button presses and escalations that reached a supervisor, and keep
+// sounding for every unanswered incident until a dispatcher takes ownership of it.
 "use strict";
 
 (() => {
@@ -7,8 +8,16 @@
   const supervised = new Set();
   const highlight = new Map();  // incident id -> {cls, until}
   const HIGHLIGHT_MS = 60000;
+  const ALARM_EVERY_MS = Number(body.dataset.alarmEvery || 10) * 1000;
 
   function rows() { return body.querySelectorAll("tr[data-id]"); }
+
+  // The repeating alarm: one announcement per unanswered, unowned incident, every ALARM_EVERY_MS.
+  function soundAlarms() {
+    for (const row of body.querySelectorAll("tr[data-alarm='1']")) Console.announce("unanswered", row.dataset.id);
+  }
+  soundAlarms();
+  setInterval(soundAlarms, ALARM_EVERY_MS);
 
   for (const row of rows()) {
     known.add(row.dataset.id);
@@ -17,6 +26,7 @@
 
   function stamp() {
     const count = rows().length;
+
     document.getElementById("open-count").textContent = String(count);
     const time = new Date().toLocaleTimeString(Console.config.lang === "en" ? "en-GB" : "id-ID", {timeZone: "Asia/Jakarta"});
     document.getElementById("board-updated").textContent = Console.t("board.updated", {time});

@@ -6,10 +6,10 @@ const Console = (() => {
   const alerts = [];  // what was announced (read by the browser tests; harmless otherwise)
   window.consoleAlerts = alerts;
 
+  // The catalogue's texts are gettext python-format strings: %(name)s parameters, %% for a percent sign.
   function t(key, params) {
-    let text = config.strings[key] || key;
-    for (const [name, value] of Object.entries(params || {})) text = text.replaceAll("{" + name + "}", String(value));
-    return text;
+    const text = config.strings[key] || key;
+    return text.replace(/%\((\w+)\)s|%%/g, (match, name) => (name === undefined ? "%" : String((params || {})[name] ?? "—")));
   }
 
   // Same output as dispatch.console.i18n.duration, so ticking values match server-rendered ones.
@@ -57,7 +57,8 @@ const Console = (() => {
     const ctx = audioContext();
     if (!ctx || ctx.state !== "running") return false;
     // A press: two short high beeps. A supervisor escalation: a falling three-tone alarm.
-    const tones = kind === "supervisor" ? [880, 660, 440] : [988, 988];
+    // Nobody answered: a longer siren, repeated by the board until someone takes ownership.
+    const tones = {supervisor: [880, 660, 440], unanswered: [440, 880, 440, 880, 440]}[kind] || [988, 988];
     tones.forEach((freq, i) => {
       const osc = ctx.createOscillator(), gain = ctx.createGain();
       const start = ctx.currentTime + i * 0.22;
@@ -76,8 +77,11 @@ const Console = (() => {
     const sounded = beep(kind);
     alerts.push({kind, id, sounded, at: Date.now()});
     document.body.dataset.lastAlert = kind + ":" + id;
-    const text = t(kind === "supervisor" ? "alert.supervisor" : "alert.new_press", {id});
+    const text = t({supervisor: "alert.supervisor", unanswered: "alert.unanswered"}[kind] || "alert.new_press", {id});
+    const key = kind + ":" + id;
+    document.querySelectorAll(".flash.alarm").forEach((old) => { if (old.dataset.key === key) old.remove(); });
     const note = document.createElement("p");
+    note.dataset.key = key;  // a repeated alarm replaces its own note instead of stacking
     note.className = "flash alarm";
     note.setAttribute("role", "alert");
     note.textContent = text;

@@ -32,29 +32,50 @@
   legend.addTo(map);
   let fitted = false;
 
+  // Every label is a hover tooltip (sticky to the pointer), so labels never cover each other or the
+  // markers under them; an unanswered incident says so in its marker (large, red, pulsing).
   function draw(data) {
     Object.values(layers).forEach((layer) => layer.clearLayers());
+    const units = new Map(data.units.map((u) => [u.id, u]));
     for (const d of data.devices) {
       const bad = d.silent || d.low_battery;
       L.circleMarker([d.lat, d.lon], {radius: 4, weight: bad ? 2 : 1, color: bad ? "#b91c1c" : "#64748b",
-        fillColor: "#e2e8f0", fillOpacity: 1})
+        fillColor: "#e2e8f0", fillOpacity: 1, className: "device-marker"})
         .bindTooltip(text(d.id + " · " + d.owner_name + (d.silent ? " · " + Console.t("devices.silent") : "") +
-          (d.low_battery ? " · " + Console.t("devices.low_battery") + " " + d.battery + " %" : "")))
+          (d.low_battery ? " · " + Console.t("devices.low_battery") + " " + d.battery + " %" : "")), {sticky: true})
         .addTo(layers.devices);
+    }
+    for (const i of data.incidents) {
+      // A line from each unit paged (dashed) or on its way (solid) to the incident.
+      for (const r of i.units) {
+        const u = units.get(r.unit_id);
+        if (!u) continue;
+        L.polyline([[u.lat, u.lon], [i.lat, i.lon]], {color: ConsoleMap.color(r.service), weight: 2, opacity: 0.8,
+          dashArray: r.state === "active" ? "6 6" : null, interactive: false,
+          className: "response-line response-" + r.state}).addTo(layers.incidents);
+      }
     }
     for (const u of data.units) {
       if (!u.active) continue;
       const age = u.fix_age_s === null ? "—" : Console.duration(u.fix_age_s);
       L.circleMarker([u.lat, u.lon], {radius: 7, weight: 2, color: ConsoleMap.color(u.service),
-        fillColor: u.status === "available" ? ConsoleMap.color(u.service) : "#ffffff", fillOpacity: 0.9})
-        // A short permanent label (unit and position age); the rest on hover, so labels do not pile up.
-        .bindTooltip(text(u.id + (u.fix_age_s === null ? "" : " · " + age)), {permanent: true, direction: "right", className: "unit-label"})
-        .bindPopup(text(u.id + " · " + u.name, Console.t("unit_status." + u.status) + " · " + Console.t("map.fix_age") + ": " + age))
+        fillColor: u.status === "available" ? ConsoleMap.color(u.service) : "#ffffff", fillOpacity: 0.9,
+        className: "unit-marker"})
+        .bindTooltip(text(u.id + " · " + u.name, Console.t("unit_status." + u.status) + " · " + Console.t("map.fix_age") + ": " + age),
+          {sticky: true, className: "unit-label"})
         .addTo(layers.units);
     }
     for (const i of data.incidents) {
-      L.circleMarker([i.lat, i.lon], {radius: 11, weight: 3, color: "#dc2626", fillColor: "#fecaca", fillOpacity: 0.9})
-        .bindTooltip(text("#" + i.id + " · " + Console.t("state." + i.state)), {permanent: true, direction: "top", className: "incident-label"})
+      const services = i.services.length ? i.services : [i.service];
+      const marker = L.circleMarker([i.lat, i.lon], {
+        radius: i.unanswered ? 15 : 10, weight: i.unanswered ? 5 : 3,
+        color: i.unanswered ? "#b91c1c" : ConsoleMap.color(services[0]),
+        fillColor: i.unanswered ? "#fca5a5" : "#ffffff", fillOpacity: 0.95,
+        className: "incident-marker state-" + i.state + (i.unanswered ? " unanswered" : ""),
+      });
+      const lines = ["#" + i.id + " · " + Console.t("state." + i.state)];
+      for (const r of i.units) lines.push(r.unit_id + " · " + Console.t("assignment." + r.state));
+      marker.bindTooltip(text(...lines), {sticky: true, className: "incident-label"})
         .on("click", () => { window.location.href = incidentUrl(i.id); })
         .addTo(layers.incidents);
     }

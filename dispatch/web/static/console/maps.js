@@ -1,5 +1,6 @@
-// Leaflet helpers shared by the map, incident and call pages. Tiles only when console.tile_url is set:
-// without it the map shows the city's bounds on a plain background, with a scale, and still works offline.
+// Leaflet helpers shared by the map, incident and call pages. Tiles from console.tile_url (OpenStreetMap
+// by default, or a self-hosted server); without one, or when its tiles fail to load, the map shows the
+// city's bounds on a plain grid, says so, and still works offline.
 "use strict";
 
 const ConsoleMap = (() => {
@@ -9,20 +10,39 @@ const ConsoleMap = (() => {
     const cfg = Console.config;
     const [south, west, north, east] = cfg.bounds;
     const map = L.map(el, Object.assign({zoomSnap: 0.5, attributionControl: Boolean(cfg.tileUrl)}, options || {}));
-    if (cfg.tileUrl) {
-      L.tileLayer(cfg.tileUrl, {attribution: cfg.tileAttribution || "", maxZoom: 19}).addTo(map);
-    } else {
+    let fallback = null;
+    // The plain grid, with the city's bounds and a note saying why there is no basemap.
+    function grid(message) {
+      if (fallback) return;
       el.classList.add("no-tiles");
-      L.rectangle([[south, west], [north, east]], {
+      el.dataset.tiles = "failed";
+      fallback = L.rectangle([[south, west], [north, east]], {
         color: "#64748b", weight: 1, dashArray: "4 4", fill: false, interactive: false,
       }).addTo(map);
       const note = L.control({position: "bottomright"});
       note.onAdd = () => {
-        const div = L.DomUtil.create("div", "map-note");
-        div.textContent = Console.t("map.no_tiles");
+        const div = L.DomUtil.create("div", "map-note tiles-note");
+        div.setAttribute("role", "status");
+        div.textContent = message;
         return div;
       };
       note.addTo(map);
+    }
+    if (cfg.tileUrl) {
+      const tiles = L.tileLayer(cfg.tileUrl, {attribution: cfg.tileAttribution || "", maxZoom: 19});
+      let loaded = 0;
+      tiles.on("tileload", () => { loaded += 1; el.dataset.tiles = "loaded"; });
+      // Tiles that never load (no network, server down, blocked) must not leave a blank map: when a
+      // tile fails before any has loaded, fall back to the grid and say so.
+      tiles.on("tileerror", () => {
+        if (loaded === 0) {
+          tiles.remove();
+          grid(Console.t("map.tiles_failed", {host: new URL(cfg.tileUrl.replace(/[{}]/g, "")).host}));
+        }
+      });
+      tiles.addTo(map);
+    } else {
+      grid(Console.t("map.no_tiles"));
     }
     L.control.scale({metric: true, imperial: false}).addTo(map);
     map.fitBounds([[south, west], [north, east]], {animate: false});

@@ -1,0 +1,93 @@
+"""The phone simulator's words in Bahasa Indonesia and English (the page's one catalogue per language).
+
+The simulator is part of the sandbox, which runs without the dispatch app (responders/ never
+imports dispatch/), so it keeps its own small catalogue instead of the console's gettext files.
+Parameters are ``{name}``; the page's script fills them the same way.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("id", "en")
+
+WORDS: dict[str, dict[str, str]] = {
+    "id": {
+        "title": "Sandbox Twilio · ponsel",
+        "twilio_number": "Nomor Twilio",
+        "webhooks": "webhook aplikasi",
+        "loading": "memuat…",
+        "text_in": "SMS masuk dari ponsel mana pun:",
+        "message": "pesan",
+        "send_sms": "Kirim SMS",
+        "empty": "Belum ada pesan atau panggilan. Muncul di sini begitu aplikasi mengirimnya.",
+        "reply_as": "Balas sebagai ponsel ini…",
+        "texts": "SMS dari {number}",
+        "calls": "Panggilan",
+        "messages": "Pesan",
+        "call": "panggilan",
+        "from": "dari {number}",
+        "sent_by_phone": "dikirim ponsel ini → {number}",
+        "pressed": "menekan {keys}",
+        "no_speech": "(tanpa ucapan)",
+        "twiml_later": "TwiML diambil dari aplikasi saat diangkat",
+        "answer": "Angkat (dengarkan)",
+        "press_key": "tekan {key}",
+        "ring_out": "Biarkan berdering sampai habis",
+        "hang_up": "Tutup tanpa menekan tombol",
+        "error": "galat {code}",
+        "valid": "berlaku {seconds} dtk",
+        "app_unreachable": "aplikasi tidak terjangkau: {error}",
+        "app_http": "aplikasi HTTP {status}:",
+        "app_unreachable_at": "Aplikasi tidak terjangkau di {url}: {error}",
+        "app_answered": "Aplikasi menjawab HTTP {status} ({url}):",
+        "would_text_back": "→ Twilio akan membalas SMS: {replies}",
+        "call_now": "Panggilan kini {status}.",
+        "done": "selesai",
+        "sandbox_http": "sandbox menjawab HTTP {status}",
+        "sandbox_unreachable": "sandbox tidak terjangkau: {error}",
+        "updated": "diperbarui {time}",
+    },
+    "en": {
+        "title": "Twilio sandbox · phones",
+        "twilio_number": "Twilio number",
+        "webhooks": "app webhooks",
+        "loading": "loading…",
+        "text_in": "Text in from any phone:",
+        "message": "message",
+        "send_sms": "Send SMS",
+        "empty": "No messages or calls yet. They appear here as the app sends them.",
+        "reply_as": "Reply as this phone…",
+        "texts": "texts {number}",
+        "calls": "Calls",
+        "messages": "Messages",
+        "call": "call",
+        "from": "from {number}",
+        "sent_by_phone": "sent by this phone → {number}",
+        "pressed": "pressed {keys}",
+        "no_speech": "(no spoken text)",
+        "twiml_later": "TwiML is fetched from the app when answered",
+        "answer": "Answer (hear it)",
+        "press_key": "press {key}",
+        "ring_out": "Let it ring out",
+        "hang_up": "Hang up without pressing",
+        "error": "error {code}",
+        "valid": "valid {seconds}s",
+        "app_unreachable": "app unreachable: {error}",
+        "app_http": "app HTTP {status}:",
+        "app_unreachable_at": "App unreachable at {url}: {error}",
+        "app_answered": "App answered HTTP {status} ({url}):",
+        "would_text_back": "→ Twilio would text back: {replies}",
+        "call_now": "Call is now {status}.",
+        "done": "done",
+        "sandbox_http": "sandbox answered HTTP {status}",
+        "sandbox_unreachable": "sandbox unreachable: {error}",
+        "updated": "updated {time}",
+    },
+}
+
+
+def choose(asked: str | None, preferred: str | None) -> str:
+    """The page's language: ``?lang=`` if it is one we have, else the browser's choice, else Indonesian."""
+    for candidate in (asked, preferred):
+        if candidate in LANGUAGES:
+            return candidate
+    return "id"
