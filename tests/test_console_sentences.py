@@ -20,7 +20,8 @@ from tests.test_console_web import (
     users,  # noqa: F401  (the fixture, shared)
 )
 
-RECORD = re.compile(r"timeline\.record\(\s*\w+,\s*(?:#[^\n]*\n\s*)*(f?\"[^\"]*\"|[^,]+),")
+# timeline.record(session, <kind>, ...) and the outbox's _record(session, <kind>, row, ...) wrapper.
+RECORD = re.compile(r"(?:timeline\.record|\b_record)\(\s*\w+,\s*(?:#[^\n]*\n\s*)*(f?\"[^\"]*\"|[^,]+),")
 LITERAL = re.compile(r'^"([a-z_]+)"$')
 # Kinds named by an expression rather than a literal, with every value the expression takes.
 # A new expression fails the test below until it is added here (and its kinds get sentences).
@@ -39,6 +40,8 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
 NOTIFICATION_EXPRESSIONS = (
     'f"{row.channel}_queued"',
     'f"{row.channel}_failed"',
+    'f"{row.channel}_expired"',
+    'f"sms_{state}"',  # the SMS gateway's delivery reports (sms:sent, sms:delivered, sms:failed)
     "f\"{row.channel}_{status.replace('-', '_')}\"",
 )
 
@@ -108,10 +111,10 @@ def test_delivery_receipts_fold_into_their_notifications_row() -> None:
 
 
 def test_a_kind_without_a_sentence_still_reads_as_one() -> None:
-    (row,) = rows("id", event("call_ended"))
-    assert row.sentence == "Peristiwa lain tercatat (call ended)"
-    (row,) = rows("en", event("step_brought_forward"))
-    assert row.sentence == "Other event recorded (step brought forward)"
+    (row,) = rows("id", event("carrier_pigeon_sent"))
+    assert row.sentence == "Peristiwa lain tercatat (carrier pigeon sent)"
+    (row,) = rows("en", event("signal_flare_fired"))
+    assert row.sentence == "Other event recorded (signal flare fired)"
 
 
 def test_the_incident_page_shows_the_timeline_as_sentences(

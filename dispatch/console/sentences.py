@@ -45,8 +45,13 @@ DELIVERY_STATES = (
     "no_answer",
     "canceled",
     "read",
+    "cancelled",  # ours: never sent, the assignment no longer needed it
+    "expired",  # ours: the provider could not take it while it was useful
 )
 
+
+# Why a failed page brought the next step forward (dispatch.escalation.BRING_FORWARD_REASONS).
+FORWARD_REASONS = ("no-answer", "busy", "failed", "permanent_sms_failure")
 
 # Why the engine flagged an incident (its own English words) -> the catalogue's key for them.
 REVIEW_REASONS = {
@@ -122,8 +127,16 @@ def _channels(data: Mapping[str, Any], t: Translate) -> str:
     return " + ".join(t(f"channel.{c}") if c in ("sms", "voice") else str(c) for c in named)
 
 
-def params(event: Event, t: Translate, distance: Callable[[float | None], str]) -> dict[str, Any]:
-    """Every value a sentence may name, from the event (missing ones show as a dash)."""
+def params(
+    event: Event,
+    t: Translate,
+    distance: Callable[[float | None], str],
+    local: Callable[[datetime], str] = lambda moment: moment.strftime("%H:%M:%S"),
+) -> dict[str, Any]:
+    """Every value a sentence may name, from the event (missing ones show as a dash).
+
+    ``local`` shows a moment the event names (an outage's start) in the reader's time zone.
+    """
     data = event.data or {}
     values = dict(
         who=who(event.actor, t),
@@ -150,6 +163,18 @@ def params(event: Event, t: Translate, distance: Callable[[float | None], str]) 
         values["unit_status"] = t(f"unit_status.{data['status']}")
     if "distance_m" in data:
         values["distance"] = distance(data.get("distance_m"))
+    if data.get("reason") in FORWARD_REASONS:  # why a step was brought forward
+        values["why"] = t(f"why.{str(data['reason']).replace('-', '_')}")
+    if "readmitted" in data:
+        values["readmitted"] = ", ".join(data.get("readmitted") or []) or "—"
+    for key in ("provider", "to_provider", "lookups"):  # the outbox's own words about a page
+        if data.get(key) is not None:
+            values[key] = data[key]
+    if data.get("since"):
+        try:
+            values["since"] = local(datetime.fromisoformat(str(data["since"])))
+        except ValueError:
+            values["since"] = str(data["since"])
     return values
 
 
@@ -173,6 +198,7 @@ def timeline(
     t: Translate,
     known: Callable[[str], bool],
     distance: Callable[[float | None], str],
+    local: Callable[[datetime], str] = lambda moment: moment.strftime("%H:%M:%S"),
 ) -> list[Row]:
     """The incident's events as rows; a notification's hand-off and receipts share one row."""
     rows: list[Row] = []
@@ -194,7 +220,7 @@ def timeline(
             row.sentence = notification_sentence(channel, recipient, state, code, t)
             by_notification[key] = (row, recipient, state, code)
             continue
-        values = params(event, t, distance)
+        values = params(event, t, distance, local)
         row = Row(event.at, who(event.actor, t), sentence(event.kind, values, t, known), event.kind)
         row.channel = values["channel"]
         row.raw.append(event)

@@ -393,6 +393,7 @@ def _timeline(events: list[Any]) -> list[sentences.Row]:
         lambda key, **params: i18n.translate(language, key, **params),
         lambda key: i18n.has(language, key),
         i18n.distance,
+        _local_filter,
     )
 
 
