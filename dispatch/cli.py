@@ -47,22 +47,38 @@ def _web_overrides(host: str | None, port: int | None) -> dict[str, Any]:
 @main.command()
 @click.option("--host", default=None, help="Web bind address (default: web.host setting)")
 @click.option("--port", type=int, default=None, help="Web port (default: web.port setting)")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Use the built-in Twilio sandbox and phone simulator instead of Twilio (never in production)",
+)
+def serve(host: str | None, port: int | None, sandbox: bool) -> None:
     """Run the MQTT gateway, the scheduler and the web app in one process."""
-    _serve(_settings(_web_overrides(host, port)), roster=None)
+    overrides = _web_overrides(host, port)
+    if sandbox:
+        overrides["twilio"] = {"sandbox": True}
+    _serve(_settings(overrides), roster=None)
 
 
 @main.command()
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
 def demo(host: str | None, port: int | None) -> None:
-    """Serve with the example roster loaded (embedded broker and SQLite unless configured)."""
-    _serve(_settings(_web_overrides(host, port)), roster=EXAMPLE_ROSTER)
+    """Serve with the example roster loaded (embedded broker, SQLite and Twilio sandbox unless configured)."""
+    overrides = _web_overrides(host, port)
+    if _settings(overrides).twilio.account_sid is None:
+        overrides["twilio"] = {"sandbox": True}
+    _serve(_settings(overrides), roster=EXAMPLE_ROSTER)
 
 
 def _serve(settings: Settings, roster: Path | None) -> None:
-    from dispatch.service import DispatchService
+    from dispatch.service import ConfigurationError, DispatchService, check_phone_provider
 
+    try:
+        check_phone_provider(settings)  # before anything starts: one line, nothing touched
+    except ConfigurationError as exc:
+        click.echo(f"dispatch: {exc}", err=True)
+        sys.exit(2)
     service = DispatchService(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -46,6 +46,23 @@ SANDBOX_PREFIX = "/sandbox/twilio"
 SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
 
 
+class ConfigurationError(Exception):
+    """The settings cannot run a service (checked at start); the message says what to set."""
+
+
+def check_phone_provider(settings: Settings) -> None:
+    """Refuse to page through nothing: a Twilio account, or the sandbox asked for by name.
+
+    The sandbox lists every page with its live one-tap links and takes unsigned posts, so it is
+    never the silent fallback of a server whose credentials went missing.
+    """
+    if not settings.twilio.account_sid and not settings.twilio.sandbox:
+        raise ConfigurationError(
+            "no Twilio account: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or try it out with "
+            "`dispatch demo` or `dispatch serve --sandbox` (the built-in sandbox, never in production)"
+        )
+
+
 @dataclass
 class DispatchService:
     """One running process. ``start`` brings every part up; ``stop`` takes them down."""
@@ -170,7 +187,11 @@ class DispatchService:
         self.scheduler.start()
 
     def _phone_provider(self) -> tuple[TwilioChannels, str, list[tuple[Blueprint, str]]]:
-        """Real Twilio when an account is configured, else the built-in sandbox; same SDK path."""
+        """Real Twilio when an account is configured, the built-in sandbox only when asked for; same SDK path.
+
+        Raises ConfigurationError with neither: the sandbox publishes every page with its live
+        one-tap links, so it is never the silent fallback of a production server.
+        """
         twilio = self.settings.twilio
         blueprints: list[tuple[Blueprint, str]] = []
         if twilio.account_sid and twilio.auth_token:
@@ -180,6 +201,7 @@ class DispatchService:
                 twilio.api_base,
             )
         else:
+            check_phone_provider(self.settings)
             account_sid, token = SANDBOX_ACCOUNT_SID, secrets.token_hex(16)
             api_base = f"http://127.0.0.1:{self.web_port}{SANDBOX_PREFIX}"
             self.sandbox = SandboxStore()
@@ -192,7 +214,7 @@ class DispatchService:
                 stop_event=self._stopping,
             )
             blueprints.append((blueprint, SANDBOX_PREFIX))
-            log.warning("no TWILIO_ACCOUNT_SID: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
+            log.warning("twilio.sandbox: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
         channels = TwilioChannels(
             partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
             twilio.from_number,
