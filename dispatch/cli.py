@@ -244,7 +244,12 @@ def _sessions() -> Any:
 
 @users.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["call_taker", "dispatcher", "admin"]), required=True)
+@click.option(
+    "--role",
+    type=click.Choice(["call_taker", "dispatcher", "admin", "metrics"]),
+    required=True,
+    help="metrics: reads /metrics and nothing else (a Prometheus scraper)",
+)
 @click.option("--name", default=None, help="Full name (default: the username)")
 @click.option("--language", type=click.Choice(["id", "en"]), default="id", show_default=True)
 @click.option("--password", default=None, help="Console password; prompted for when --prompt-password is given")
@@ -255,21 +260,28 @@ def users_add(
     """Add (or update the role of) USERNAME."""
     from sqlalchemy import select
 
-    from dispatch.auth import hash_password
+    from dispatch.auth import clear_login_blocks, hash_password, password_problem
+    from dispatch.console.security import end_sessions
     from dispatch.models import User
+    from foundation.clock import utcnow
     from foundation.db import transaction
 
     if prompt_password:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if password is not None and (problem := password_problem(password)):
+        click.echo(f"dispatch: {problem}; user {username} not changed", err=True)
+        sys.exit(2)
     with transaction(_sessions()) as session:
         user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
         user = user or User(username=username)
         user.name, user.role, user.language, user.active = name or user.name or username, role, language, True
+        session.add(user)
         if password:
             user.password_hash = hash_password(password)
+            session.flush()
+            end_sessions(session, user.id, utcnow())
             # A new password is also how an admin lets a blocked user back in at once.
-            user.failed_logins, user.login_blocked_until = 0, None
-        session.add(user)
+            clear_login_blocks(session, username)
     click.echo(f"user {username}: {role}")
 
 

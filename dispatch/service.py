@@ -157,7 +157,14 @@ class DispatchService:
         # Each open console holds one thread for its event stream (/console/events), so there are
         # threads to spare for them; the lookahead lets waitress notice a closed browser tab.
         self.web_server = create_server(
-            app, host=settings.web.host, port=self.web_port, threads=32, channel_request_lookahead=1
+            app,
+            host=settings.web.host,
+            port=self.web_port,
+            threads=32,
+            channel_request_lookahead=1,
+            # Behind the reverse proxy the peer is always the proxy; the client is what it forwards.
+            trusted_proxy=settings.web.trusted_proxy,
+            trusted_proxy_headers={"x-forwarded-for"} if settings.web.trusted_proxy else set(),
         )
         self._web_thread = threading.Thread(target=self._serve_web, name="web", daemon=True)
         self._web_thread.start()

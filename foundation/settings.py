@@ -89,6 +89,9 @@ class MqttSettings(_Section):
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # The reverse proxy in front (its address, e.g. 127.0.0.1): only from it is X-Forwarded-For
+    # believed for the client's address (the login throttle counts per client address).
+    trusted_proxy: str | None = None
 
 
 class IntakeSettings(_Section):

@@ -1,8 +1,9 @@
-"""Console sessions: login state in a signed cookie, CSRF tokens, role checks.
+"""Console sessions: a server-side session row behind a signed cookie, CSRF tokens, role checks.
 
-The session cookie holds only the user id, a fingerprint of the password hash, the CSRF token
-and the language; the user row is read again on every request, so a deactivated user, a changed
-role or a reset password takes effect at the next click, not at the next login.
+The session cookie holds only a random session id (stored hashed in ``console_sessions``), the
+user id, a fingerprint of the password hash, the CSRF token and the language. The session row and
+the user row are read again on every request, so a logout, a deactivated user, a changed role or a
+reset password takes effect at the next click: a copied cookie is worth nothing after logout.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app, g, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from dispatch.auth import allowed
-from dispatch.models import User
+from dispatch.auth import allowed, hash_token
+from dispatch.models import ConsoleSession, User
 from dispatch.web.context import WebContext
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -96,13 +99,29 @@ def csrf_valid() -> bool:
 
 
 def load_user(context: WebContext) -> ConsoleUser | None:
-    """The session's user, re-read from the database; a stale session is cleared."""
-    user_id = session.get("uid")
-    if not isinstance(user_id, int):
+    """The session's user, re-read from the database; a stale or ended session is cleared."""
+    user_id, sid = session.get("uid"), session.get("sid")
+    if not isinstance(user_id, int) or not isinstance(sid, str):
+        if user_id is not None:
+            session.clear()
         return None
+    now = context.clock()
     with context.sessions() as db, db.begin():
+        live = db.execute(
+            select(ConsoleSession.id).where(
+                ConsoleSession.token_hash == hash_token(sid),
+                ConsoleSession.user_id == user_id,
+                ConsoleSession.ended_at.is_(None),
+                ConsoleSession.expires_at > now,
+            )
+        ).first()
         row = db.get(User, user_id)
-        if row is None or not row.active or session.get("pwv") != password_fingerprint(row.password_hash):
+        if (
+            live is None
+            or row is None
+            or not row.active
+            or session.get("pwv") != password_fingerprint(row.password_hash)
+        ):
             session.clear()
             return None
         return ConsoleUser(
@@ -110,13 +129,39 @@ def load_user(context: WebContext) -> ConsoleUser | None:
         )
 
 
-def log_in(user: User) -> None:
+def log_in(db: Session, user: User, now: datetime) -> None:
     """Start a fresh session for ``user`` (a new CSRF token too: nothing carries over from before)."""
+    sid = secrets.token_urlsafe(32)
+    db.add(
+        ConsoleSession(token_hash=hash_token(sid), user_id=user.id, created_at=now, expires_at=now + SESSION_LIFETIME)
+    )
     session.clear()
     session.permanent = True
     session["uid"] = user.id
+    session["sid"] = sid
     session["pwv"] = password_fingerprint(user.password_hash)
     session["csrf"] = secrets.token_urlsafe(32)
+
+
+def log_out(db: Session, now: datetime) -> None:
+    """End this browser's session on the server too, then forget it here."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        db.execute(
+            update(ConsoleSession)
+            .where(ConsoleSession.token_hash == hash_token(sid), ConsoleSession.ended_at.is_(None))
+            .values(ended_at=now)
+        )
+    session.clear()
+
+
+def end_sessions(db: Session, user_id: int, now: datetime) -> None:
+    """End every console session of a user (a new password)."""
+    db.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.user_id == user_id, ConsoleSession.ended_at.is_(None))
+        .values(ended_at=now)
+    )
 
 
 def api_session_user() -> dict[str, Any] | None:

@@ -81,9 +81,8 @@ def create_api_blueprint(spec: SpecTree) -> Blueprint:
     def log_call() -> Reply:
         """Log a 112 call (the same record as the calls/112 MQTT feed); idempotent by call_id."""
         context = _context()
-        record: CallRecord = _json()
-        if not record.call_taker:
-            record = record.model_copy(update={"call_taker": g.user["username"]})
+        # Who took the call is whoever holds the token: a body cannot put it on someone else.
+        record: CallRecord = _json().model_copy(update={"call_taker": g.user["username"]})
         geocoded = context.calls.geocode(record)
         now = context.clock()
         with transaction(context.sessions) as session:
