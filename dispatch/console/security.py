@@ -93,9 +93,14 @@ def csrf_token() -> str:
 
 def csrf_valid() -> bool:
     """Whether this request carries the session's CSRF token in the form or the header."""
-    expected = session.get("csrf")
-    given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
-    return isinstance(expected, str) and bool(given) and hmac.compare_digest(expected, given)
+    return _same_token(session.get("csrf"), request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD))
+
+
+def _same_token(expected: object, given: str | None) -> bool:
+    # As bytes: compare_digest raises on non-ASCII str, and a forged form can send anything.
+    if not isinstance(expected, str) or not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def load_user(context: WebContext) -> ConsoleUser | None:
@@ -168,11 +173,8 @@ def api_session_user() -> dict[str, Any] | None:
     """The API's view of a console session: unsafe methods also need the CSRF header."""
     if "uid" not in session:
         return None
-    if request.method not in SAFE_METHODS:
-        expected = session.get("csrf")
-        given = request.headers.get(CSRF_HEADER, "")
-        if not (isinstance(expected, str) and given and hmac.compare_digest(expected, given)):
-            return None
+    if request.method not in SAFE_METHODS and not _same_token(session.get("csrf"), request.headers.get(CSRF_HEADER)):
+        return None
     context: WebContext = current_app.extensions["dispatch"]
     user = load_user(context)
     if user is None:
@@ -214,7 +216,13 @@ def requires(minimum: str) -> Callable[[View], View]:
 
 def safe_next(target: str | None) -> str | None:
     """Only redirect back inside the console after login (never to another site)."""
-    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and target.startswith("/console/")
+        and "\\" not in target
+        and target.isprintable()  # no newline: it would end up in a Location header
+        and len(target) <= 2000
+    ):
         return target
     return None
 

@@ -15,11 +15,11 @@ def create_app(context: WebContext, *extra: tuple[Blueprint, str]) -> Flask:
     ``extra`` are (blueprint, url_prefix) pairs mounted as well (the Twilio sandbox in demo mode).
     """
     from dispatch import console
-    from dispatch.web import api, headers, health, links_page, twilio_hooks
+    from dispatch.web import api, hardening, health, links_page, twilio_hooks
 
     app = Flask(__name__)
     app.extensions["dispatch"] = context
-    headers.install(app, https=(context.settings.public_url or "").startswith("https://"))
+    hardening.install(app, https=(context.settings.public_url or "").startswith("https://"))
     app.register_blueprint(health.bp)
     app.register_blueprint(twilio_hooks.bp)
     app.register_blueprint(links_page.bp)

@@ -42,7 +42,8 @@ class IncidentQuery(BaseModel):
     open: bool | None = Field(default=None, description="only open (true) or only closed (false) incidents")
     source: Literal["press", "call"] | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    before_id: int | None = Field(default=None, description="page backwards from this incident id")
+    # Bounded like every id in a path (dispatch.web.hardening.LARGEST_ID): beyond, a 422, not an overflow.
+    before_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="page backwards from this incident id")
 
 
 class AssignmentOut(BaseModel):

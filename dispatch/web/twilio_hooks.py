@@ -94,7 +94,7 @@ def inbound_sms() -> Response:
     sid = request.form.get("MessageSid", "")
     phone = request.form.get("From", "")
     body = request.form.get("Body", "")[:1600]
-    if not sid:
+    if not sid or len(sid) > 64 or len(phone) > 20:  # Twilio's SIDs are 34 characters, numbers E.164
         abort(400)
     now = context.clock()
     try:
@@ -224,6 +224,17 @@ def _wait_for_sid(context: WebContext, sid: str, timeout_s: float = 3.0) -> bool
 CALL_OVER = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 
 
+def _wait_for_call_sid(context: WebContext, notification_id: int, timeout_s: float = 3.0) -> None:
+    """Wait briefly until an existing voice notification has its call's SID committed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with context.sessions() as session:
+            row = session.get(Notification, notification_id)
+            if row is None or row.channel != "voice" or row.provider_sid is not None:
+                return
+        time.sleep(0.05)
+
+
 @bp.post("/voice/gather/<int:notification_id>")
 @signed
 def voice_gather(notification_id: int) -> Response:
@@ -236,11 +247,11 @@ def voice_gather(notification_id: int) -> Response:
     context = _context()
     digits = request.form.get("Digits", "")
     call_sid = request.form.get("CallSid", "")
-    if not call_sid:
+    if not call_sid or len(call_sid) > 64:
         abort(400)
     now = context.clock()
     if digits in ("1", "2"):
-        _wait_for_sid(context, call_sid)  # the sender may not have committed this call's SID yet
+        _wait_for_call_sid(context, notification_id)  # the sender may not have committed it yet
     try:
         with transaction(context.sessions) as session:
             row = session.get(Notification, notification_id)
