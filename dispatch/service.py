@@ -211,7 +211,8 @@ class DispatchService:
             check_phone_provider(self.settings)
             account_sid, token = SANDBOX_ACCOUNT_SID, secrets.token_hex(16)
             api_base = f"http://127.0.0.1:{self.web_port}{SANDBOX_PREFIX}"
-            self.sandbox = SandboxStore()
+            # Kept in the data dir: the phone simulator still shows every phone after a restart.
+            self.sandbox = SandboxStore(self.settings.data_dir / "sandbox-twilio.json")
             blueprint = create_sandbox_blueprint(
                 self.sandbox,
                 account_sid=account_sid,
