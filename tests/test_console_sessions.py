@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -13,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dispatch.auth import FREE_LOGIN_FAILURES
 from dispatch.models import ConsoleSession, LoginThrottle, User
 from dispatch.service import DispatchService
+from foundation.clock import utcnow
+from foundation.db import transaction
 from tests import test_console_web as console
 from tests.conftest import count
 from tests.test_console_web import PASSWORD, Browser
@@ -139,3 +142,17 @@ def test_the_session_cookie_holds_no_user_data(service: DispatchService, session
         user = session.get_one(User, row.user_id)
     cookie = next(c.value for c in desk.http.cookies if c.name == "dispatch_console")
     assert user.username == "budi" and not re.search("budi|rahasia", cookie)
+
+
+def test_a_session_ends_with_the_shift_and_run_out_sessions_are_forgotten_at_the_next_login(
+    service: DispatchService, sessions: sessionmaker[Session]
+) -> None:
+    desk = Browser(service)
+    desk.login("budi")
+    with transaction(sessions) as session:  # twelve hours later
+        row = session.execute(select(ConsoleSession)).scalar_one()
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    assert desk.get("/console/").url.endswith("/console/login?next=/console/")
+    assert Browser(service).login("budi").status_code == 200
+    with sessions() as session:
+        assert session.execute(select(ConsoleSession.expires_at)).scalar_one() > utcnow()

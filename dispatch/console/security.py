@@ -18,7 +18,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app, g, jsonify, redirect, render_template, request, session, url_for
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -137,6 +137,8 @@ def load_user(context: WebContext) -> ConsoleUser | None:
 def log_in(db: Session, user: User, now: datetime) -> None:
     """Start a fresh session for ``user`` (a new CSRF token too: nothing carries over from before)."""
     sid = secrets.token_urlsafe(32)
+    # Forget this user's sessions that have run out, so the table holds only live ones.
+    db.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user.id, ConsoleSession.expires_at <= now))
     db.add(
         ConsoleSession(token_hash=hash_token(sid), user_id=user.id, created_at=now, expires_at=now + SESSION_LIFETIME)
     )
