@@ -290,3 +290,17 @@ def test_no_console_form_answers_500(
     filled = path.format(incident=incident if target % 2 else target, user=target)
     assert admin_console.post(filled, form).status_code < 500, (filled, form)
     assert count(sessions, Incident) >= 1
+
+
+CONSOLE_PAGES = ["/console/login", "/console/geocode.json", "/console/units", "/console/devices", "/console/map.json"]
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(CONSOLE_PAGES),
+    query=st.dictionaries(st.sampled_from(["next", "lang", "address", "fragment"]), any_text, max_size=3),
+)
+def test_no_console_page_answers_500_whatever_its_query(
+    running: DispatchService, admin_console: Console, path: str, query: dict[str, str]
+) -> None:
+    assert admin_console.http.get(admin_console.base + path, params=query, timeout=20).status_code < 500, (path, query)
