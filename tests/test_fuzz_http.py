@@ -118,6 +118,12 @@ def test_the_inputs_that_gave_500s_now_get_4xx(running: DispatchService, session
     assert requests.get(f"{base}/api/incidents/{HUGE}", headers=bearer, timeout=10).status_code == 404
     assert requests.post(f"{base}/api/incidents/{HUGE}/close", headers=bearer, json={}, timeout=10).status_code == 404
     assert requests.get(f"{base}/api/incidents?before_id={HUGE}", headers=bearer, timeout=10).status_code == 422
+    # NUL characters: PostgreSQL refuses them deep in a transaction.
+    assert requests.get(f"{base}/api/incidents?state=a%00b", headers=bearer, timeout=10).status_code == 400
+    nul_reason = requests.post(
+        f"{base}/api/incidents/1/cancel", headers=bearer, json={"reason": "x\u0000y"}, timeout=10
+    )
+    assert nul_reason.status_code == 422 and "NUL" in nul_reason.text
 
     browser = requests.Session()
     login = browser.get(f"{base}/console/login", timeout=10)
@@ -134,6 +140,10 @@ def test_the_inputs_that_gave_500s_now_get_4xx(running: DispatchService, session
     assert done.status_code == 303 and done.headers["Location"].endswith("/console/")  # newline in next
     assert "X" not in done.headers
     assert browser.get(f"{base}/console/incidents/{HUGE}", timeout=10).status_code == 404
+    nul_login = browser.post(
+        f"{base}/console/login", data={"csrf_token": csrf.group(1), "username": "bu\x00di"}, timeout=10
+    )
+    assert nul_login.status_code == 400 and "NUL" in nul_login.text
 
 
 # -- webhooks -------------------------------------------------------------------------------------------
