@@ -73,6 +73,7 @@ def run(
             "database": {"url": database or f"sqlite:///{tmp}/bench.sqlite3"},
             "mqtt": {"url": mqtt_url, "client_id": f"bench-{uuid.uuid4().hex[:8]}", "embedded_port": 18839},
             "web": {"port": 0},
+            "twilio": {"sandbox": True},  # pages go to the built-in sandbox
         }
         service = DispatchService(load_settings(environ={}, overrides=overrides))
         service.start()

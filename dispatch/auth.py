@@ -15,11 +15,11 @@ from functools import wraps
 from typing import Any
 
 from flask import current_app, g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from dispatch.models import ROLES, ApiToken, User
+from dispatch.models import METRICS_ROLE, ROLES, ApiToken, LoginThrottle, User
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password)
 
 
+MIN_PASSWORD = 8  # the console's and the CLI's rule alike
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is refused (in English, for the CLI), or None."""
+    if len(password) < MIN_PASSWORD:
+        return f"a password needs at least {MIN_PASSWORD} characters"
+    return None
+
+
 def check_password(user: User, password: str) -> bool:
     return bool(user.password_hash) and check_password_hash(user.password_hash or "", password)
 
@@ -42,11 +52,11 @@ LONGEST_LOGIN_BLOCK = timedelta(minutes=15)
 
 
 def login_block(failures: int) -> timedelta:
-    """How long a username is refused after ``failures`` wrong passwords in a row.
+    """How long a username is refused at one address after ``failures`` wrong passwords in a row.
 
     A few free attempts for typos, then 30 s doubling up to 15 minutes: a guesser gets a
-    handful of tries an hour, and a call-taker locked out by someone else's guessing is
-    back at the desk within 15 minutes at worst (an admin can clear it at once).
+    handful of tries an hour. Counted per client address, so the guesser blocks only
+    themselves, never the call-taker at their own desk.
     """
     if failures < FREE_LOGIN_FAILURES:
         return timedelta(0)
@@ -56,37 +66,53 @@ def login_block(failures: int) -> timedelta:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """``user`` when the password was right; ``retry_after`` when the username is blocked."""
+    """``user`` when the password was right; ``retry_after`` when the username is blocked here."""
 
     user: User | None
     retry_after: timedelta = timedelta(0)
 
 
-def attempt_login(session: Session, username: str, password: str, now: datetime) -> LoginAttempt:
-    """Check a console password in the caller's transaction, counting failures per username.
+def attempt_login(session: Session, username: str, password: str, address: str, now: datetime) -> LoginAttempt:
+    """Check a console password in the caller's transaction, counting failures per username and address.
 
-    While a username is blocked its password is not even checked, so guessing goes no faster
-    by trying harder. Unknown usernames keep no state.
+    While a username is blocked at an address its password is not even checked there, so guessing
+    goes no faster by trying harder. Unknown usernames keep no state.
     """
+    # The user row lock serialises attempts on one username (and the first insert of its throttle row).
     user = session.execute(select(User).where(User.username == username).with_for_update()).scalar_one_or_none()
     if user is None:
         return LoginAttempt(None)
-    if user.login_blocked_until is not None and user.login_blocked_until > now:
-        return LoginAttempt(None, retry_after=user.login_blocked_until - now)
+    address = address[:64]
+    throttle = session.execute(
+        select(LoginThrottle).where(LoginThrottle.username == username, LoginThrottle.address == address)
+    ).scalar_one_or_none()
+    if throttle is not None and throttle.blocked_until is not None and throttle.blocked_until > now:
+        return LoginAttempt(None, retry_after=throttle.blocked_until - now)
     if user.active and check_password(user, password):
-        user.failed_logins, user.login_blocked_until = 0, None
+        if throttle is not None:
+            session.delete(throttle)
         return LoginAttempt(user)
-    user.failed_logins += 1
-    block = login_block(user.failed_logins)
+    if throttle is None:
+        throttle = LoginThrottle(username=username, address=address, failures=0)
+        session.add(throttle)
+    throttle.failures += 1
+    throttle.updated_at = now
+    block = login_block(throttle.failures)
     if block:
-        user.login_blocked_until = now + block
+        throttle.blocked_until = now + block
         log.warning(
-            "console login for %s blocked for %ds after %d failed attempts",
+            "console login for %s from %s blocked for %ds after %d failed attempts",
             username,
+            address,
             block.total_seconds(),
-            user.failed_logins,
+            throttle.failures,
         )
     return LoginAttempt(None)
+
+
+def clear_login_blocks(session: Session, username: str) -> None:
+    """Let a user back in at once (a new password set by an admin)."""
+    session.execute(delete(LoginThrottle).where(LoginThrottle.username == username))
 
 
 def hash_token(token: str) -> str:
@@ -116,6 +142,9 @@ def user_for_token(session: Session, token: str, now: datetime) -> User | None:
 
 
 def allowed(role: str, minimum: str) -> bool:
+    """Whether ``role`` may do what needs ``minimum``; the metrics role (and an admin) may read metrics only."""
+    if minimum == METRICS_ROLE:
+        return role in (METRICS_ROLE, "admin")
     return RANK.get(role, 0) >= RANK[minimum]
 
 

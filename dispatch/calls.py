@@ -40,7 +40,9 @@ REPEAT_PRANK_THRESHOLD = 2  # earlier prank calls from the same number before th
 class CallRecord(Payload):
     """calls/112 and POST /api/calls"""
 
-    call_id: str = Field(min_length=1, max_length=128)
+    # Part of the status topic calls/112/status/{call_id}: no MQTT wildcard, level separator or
+    # control character (one used to be committed, then fail to publish: a 500 after the fact).
+    call_id: str = Field(min_length=1, max_length=128, pattern=r"^[^+#/\x00-\x1f\x7f]+$")
     ts: AwareDatetime | None = None
     caller_number: E164 | None = None
     call_taker: str | None = Field(default=None, max_length=100)

@@ -47,22 +47,38 @@ def _web_overrides(host: str | None, port: int | None) -> dict[str, Any]:
 @main.command()
 @click.option("--host", default=None, help="Web bind address (default: web.host setting)")
 @click.option("--port", type=int, default=None, help="Web port (default: web.port setting)")
-def serve(host: str | None, port: int | None) -> None:
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Use the built-in Twilio sandbox and phone simulator instead of Twilio (never in production)",
+)
+def serve(host: str | None, port: int | None, sandbox: bool) -> None:
     """Run the MQTT gateway, the scheduler and the web app in one process."""
-    _serve(_settings(_web_overrides(host, port)), roster=None)
+    overrides = _web_overrides(host, port)
+    if sandbox:
+        overrides["twilio"] = {"sandbox": True}
+    _serve(_settings(overrides), roster=None)
 
 
 @main.command()
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
 def demo(host: str | None, port: int | None) -> None:
-    """Serve with the example roster loaded (embedded broker and SQLite unless configured)."""
-    _serve(_settings(_web_overrides(host, port)), roster=EXAMPLE_ROSTER)
+    """Serve with the example roster loaded (embedded broker, SQLite and Twilio sandbox unless configured)."""
+    overrides = _web_overrides(host, port)
+    if _settings(overrides).twilio.account_sid is None:
+        overrides["twilio"] = {"sandbox": True}
+    _serve(_settings(overrides), roster=EXAMPLE_ROSTER)
 
 
 def _serve(settings: Settings, roster: Path | None) -> None:
-    from dispatch.service import DispatchService
+    from dispatch.service import ConfigurationError, DispatchService, check_phone_provider
 
+    try:
+        check_phone_provider(settings)  # before anything starts: one line, nothing touched
+    except ConfigurationError as exc:
+        click.echo(f"dispatch: {exc}", err=True)
+        sys.exit(2)
     service = DispatchService(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -230,7 +246,12 @@ def _sessions() -> Any:
 
 @users.command("add")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["call_taker", "dispatcher", "admin"]), required=True)
+@click.option(
+    "--role",
+    type=click.Choice(["call_taker", "dispatcher", "admin", "metrics"]),
+    required=True,
+    help="metrics: reads /metrics and nothing else (a Prometheus scraper)",
+)
 @click.option("--name", default=None, help="Full name (default: the username)")
 @click.option("--language", type=click.Choice(["id", "en"]), default="id", show_default=True)
 @click.option("--password", default=None, help="Console password; prompted for when --prompt-password is given")
@@ -241,21 +262,28 @@ def users_add(
     """Add (or update the role of) USERNAME."""
     from sqlalchemy import select
 
-    from dispatch.auth import hash_password
+    from dispatch.auth import clear_login_blocks, hash_password, password_problem
+    from dispatch.console.security import end_sessions
     from dispatch.models import User
+    from foundation.clock import utcnow
     from foundation.db import transaction
 
     if prompt_password:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    if password is not None and (problem := password_problem(password)):
+        click.echo(f"dispatch: {problem}; user {username} not changed", err=True)
+        sys.exit(2)
     with transaction(_sessions()) as session:
         user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
         user = user or User(username=username)
         user.name, user.role, user.language, user.active = name or user.name or username, role, language, True
+        session.add(user)
         if password:
             user.password_hash = hash_password(password)
+            session.flush()
+            end_sessions(session, user.id, utcnow())
             # A new password is also how an admin lets a blocked user back in at once.
-            user.failed_logins, user.login_blocked_until = 0, None
-        session.add(user)
+            clear_login_blocks(session, username)
     click.echo(f"user {username}: {role}")
 
 

@@ -25,7 +25,9 @@ def make_token(secret: bytes, notification_id: int, action: str) -> str:
 def read_token(secret: bytes, token: str) -> tuple[int, str] | None:
     """(notification_id, action) for a genuine token, else None."""
     body, _, mac = token.partition(".")
-    if len(body) < 2 or body[-1] not in ACTIONS or not hmac.compare_digest(mac, _mac(secret, body)):
+    # Compared as bytes: compare_digest refuses non-ASCII str, and a URL can carry anything.
+    given = mac.encode("utf-8", "surrogateescape")
+    if len(body) < 2 or body[-1] not in ACTIONS or not hmac.compare_digest(given, _mac(secret, body).encode()):
         return None
     try:
         return int(body[:-1], 36), ACTIONS[body[-1]]
@@ -34,7 +36,7 @@ def read_token(secret: bytes, token: str) -> tuple[int, str] | None:
 
 
 def _mac(secret: bytes, body: str) -> str:
-    digest = hmac.new(secret, body.encode(), hashlib.sha256).digest()[:9]
+    digest = hmac.new(secret, body.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()[:9]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 

@@ -318,14 +318,35 @@ class LinkUse(Base):
     used_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class KeypadAnswer(Base):
+    """A keypad answer applied, once per call and alert (the gather URL names the notification).
+
+    A replayed signed request finds its row and gets the same answer again, changing nothing.
+    """
+
+    __tablename__ = "keypad_answers"
+    __table_args__ = (UniqueConstraint("call_sid", "notification_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64))
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id"))
+    digits: Mapped[str] = mapped_column(String(8))
+    twiml: Mapped[str] = mapped_column(Text)  # what was answered, to answer a repeat the same
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Ordered: each role can do what the ones before it can (dispatch.auth.RANK).
 ROLES = ("call_taker", "dispatcher", "admin")
+# Outside that order: reads /metrics and nothing else (a Prometheus scraper's token).
+METRICS_ROLE = "metrics"
+ALL_ROLES = (*ROLES, METRICS_ROLE)
 
 
 class User(Base):
     """A console or API user. Passwords and tokens are stored only as hashes."""
 
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('call_taker','dispatcher','admin')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('call_taker','dispatcher','admin','metrics')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -334,10 +355,37 @@ class User(Base):
     language: Mapped[str] = mapped_column(String(2), default="id")
     password_hash: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
-    # Wrong console passwords in a row, and until when the username is refused (auth.login_block).
-    failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
-    login_blocked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginThrottle(Base):
+    """Wrong console passwords in a row for one username from one client address (auth.login_block).
+
+    Counted per address so a stranger guessing a dispatcher's password blocks only themselves.
+    """
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (UniqueConstraint("username", "address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    failures: Mapped[int] = mapped_column(default=0)
+    blocked_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsoleSession(Base):
+    """One console login. The cookie holds only a random id whose hash is here, so logout ends it."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):

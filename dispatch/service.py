@@ -54,6 +54,23 @@ SANDBOX_PREFIX = "/sandbox/twilio"
 SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
 
 
+class ConfigurationError(Exception):
+    """The settings cannot run a service (checked at start); the message says what to set."""
+
+
+def check_phone_provider(settings: Settings) -> None:
+    """Refuse to page through nothing: a Twilio account, or the sandbox asked for by name.
+
+    The sandbox lists every page with its live one-tap links and takes unsigned posts, so it is
+    never the silent fallback of a server whose credentials went missing.
+    """
+    if not settings.twilio.account_sid and not settings.twilio.sandbox:
+        raise ConfigurationError(
+            "no Twilio account: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN, or try it out with "
+            "`dispatch demo` or `dispatch serve --sandbox` (the built-in sandbox, never in production)"
+        )
+
+
 @dataclass
 class DispatchService:
     """One running process. ``start`` brings every part up; ``stop`` takes them down."""
@@ -203,7 +220,9 @@ class DispatchService:
     def _phone_providers(self) -> tuple[dict[str, Channels], str, list[tuple[Blueprint, str]]]:
         """The providers by key (dispatch/routing.py), Twilio's auth token, and blueprints to mount.
 
-        Twilio: the real account when configured, else the built-in sandbox; same SDK path.
+        Twilio: the real account when configured, the built-in sandbox only when asked for; same
+        SDK path. Raises ConfigurationError with neither: the sandbox publishes every page with its
+        live one-tap links, so it is never the silent fallback of a production server.
         The SMS gateway: when ``sms_gateway.url`` is set.
         """
         twilio = self.settings.twilio
@@ -215,9 +234,11 @@ class DispatchService:
                 twilio.api_base,
             )
         else:
+            check_phone_provider(self.settings)
             account_sid, token = SANDBOX_ACCOUNT_SID, secrets.token_hex(16)
             api_base = f"http://127.0.0.1:{self.web_port}{SANDBOX_PREFIX}"
-            self.sandbox = SandboxStore()
+            # Kept in the data dir: the phone simulator still shows every phone after a restart.
+            self.sandbox = SandboxStore(self.settings.data_dir / "sandbox-twilio.json")
             blueprint = create_sandbox_blueprint(
                 self.sandbox,
                 account_sid=account_sid,
@@ -227,7 +248,7 @@ class DispatchService:
                 stop_event=self._stopping,
             )
             blueprints.append((blueprint, SANDBOX_PREFIX))
-            log.warning("no TWILIO_ACCOUNT_SID: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
+            log.warning("twilio.sandbox: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
         providers: dict[str, Channels] = {
             routing.TWILIO: TwilioChannels(
                 partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
@@ -471,6 +492,9 @@ def make_web_server(app: Any, web: WebSettings, port: int) -> Any:
             asyncore_use_poll=True,
             # Reading the next request while one is served lets waitress notice a closed tab.
             channel_request_lookahead=1,
+            # Behind the reverse proxy the peer is always the proxy; the client is what it forwards.
+            trusted_proxy=web.trusted_proxy,
+            trusted_proxy_headers={"x-forwarded-for"} if web.trusted_proxy else set(),
         )
     except OSError as exc:
         dispatcher.shutdown(timeout=1)

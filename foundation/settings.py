@@ -119,6 +119,9 @@ class WebSettings(_Section):
     # the console polls instead. Each open stream holds one thread of its own pool.
     event_streams_per_session: int = Field(default=8, ge=1)
     event_streams_total: int = Field(default=64, ge=1, le=1000)
+    # The reverse proxy in front (its address, e.g. 127.0.0.1): only from it is X-Forwarded-For
+    # believed for the client's address (the login throttle counts per client address).
+    trusted_proxy: str | None = None
 
 
 class IntakeSettings(_Section):
@@ -148,7 +151,7 @@ class WatchdogSettings(_Section):
 
 
 class TwilioSettings(_Section):
-    """Twilio credentials come from the environment; no account SID means the built-in sandbox."""
+    """Twilio credentials come from the environment; the built-in sandbox only when asked for."""
 
     account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: SecretStr | None = None
@@ -169,15 +172,23 @@ class TwilioSettings(_Section):
     outage_alert_after_s: float = Field(default=60, gt=0)
     sms_validity_s: int = Field(default=120, ge=1, le=36000)
     error_replies_per_hour: int = Field(default=5, ge=0)
+    # The built-in Twilio-compatible API and phone simulator (``dispatch demo``, ``serve --sandbox``).
+    # It lists every SMS with live one-tap links and accepts unsigned posts: never in production.
+    sandbox: bool = False
 
     @property
     def lease_s(self) -> float:
         return self.claim_lease_s if self.claim_lease_s is not None else 2 * self.timeout_s + 10
 
     @model_validator(mode="after")
-    def _token_with_sid(self) -> TwilioSettings:
+    def _both_or_neither(self) -> TwilioSettings:
+        # Half a set of credentials used to fall back to the sandbox silently, in production.
         if self.account_sid and not self.auth_token:
             raise ValueError("TWILIO_AUTH_TOKEN is required when TWILIO_ACCOUNT_SID is set")
+        if self.auth_token and not self.account_sid:
+            raise ValueError("TWILIO_ACCOUNT_SID is required when TWILIO_AUTH_TOKEN is set")
+        if self.sandbox and self.account_sid:
+            raise ValueError("the built-in sandbox (twilio.sandbox) and a Twilio account exclude each other")
         return self
 
 
@@ -428,8 +439,13 @@ def _describe(exc: ValidationError, merged: Mapping[str, Any]) -> str:
         value = _redact(key, error.get("input", _lookup(merged, error["loc"])))
         if error["type"] == "extra_forbidden":
             lines.append(f"unknown setting {key} = {value!r}")
+        elif isinstance(value, Mapping):
+            # A rule across a whole section: its message names the keys, the section's dump would bury it.
+            lines.append(f"settings {key}: {error['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"setting {key} = {value!r}: {error['msg']}")
+    if len(lines) == 1:
+        return f"invalid settings: {lines[0]}"
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

@@ -26,16 +26,24 @@ class InvalidMessage(ValueError):
         self.reason = reason
 
 
+def storable(value: Any) -> Any:
+    """Refuse what no database column can hold: NaN and infinities, and text with a NUL character
+    (PostgreSQL refuses it in text and JSON; it used to surface as a 500 or a retried "bug")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 class Payload(BaseModel):
     # Unknown fields are ignored so newer firmware can add fields without being dead-lettered.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _finite(cls, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
+    def _storable(cls, value: Any) -> Any:
+        return storable(value)
 
 
 def decode_json_object(payload: bytes) -> dict[str, Any]:

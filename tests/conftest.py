@@ -103,7 +103,11 @@ def make_settings(tmp_path: Path, database_url: str, broker_url: str) -> Callabl
             "database": {"url": database_url},
             "mqtt": {"url": broker_url, "client_id": f"test-{uuid.uuid4().hex[:10]}", "reconnect_min_s": 0.2},
             "web": {"port": 0},
+            # The built-in Twilio sandbox plays the responders' phones (a test may pass real credentials).
+            "twilio": {"sandbox": True},
         }
+        if "account_sid" in sections.get("twilio", {}):
+            overrides["twilio"]["sandbox"] = False
         for key, value in sections.items():
             if isinstance(value, dict):
                 overrides.setdefault(key, {}).update(value)

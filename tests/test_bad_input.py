@@ -45,6 +45,9 @@ def dead_letters(sessions: sessionmaker[Session]) -> list[InboundMessage]:
         ),
         ("devices/BTN-0001/press", b'{"press_id": "a", "battery": 101}', "battery"),
         ("devices/BTN-0001/press", b'{"lat": -7.7, "lon": 113.2}', "press_id: Field required"),
+        # PostgreSQL refuses NUL in text: refused as input, not retried as a database failure.
+        ("devices/BTN-0001/press", b'{"press_id": "a\\u0000b"}', "press_id: Value error, must not contain a NUL"),
+        ("calls/112", b'{"call_id": "C-0", "services": ["police"], "address": "\\u0000"}', "must not contain a NUL"),
         ("devices/BTN-0001/reboot", b"{}", "unknown topic"),
         ("devices/BTN-0001/cancel", b'{"press_id": "never-pressed"}', "cancel for unknown press"),
         ("devices/NOBODY/heartbeat", b'{"battery": 50}', "heartbeat from unregistered device"),

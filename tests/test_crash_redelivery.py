@@ -54,6 +54,7 @@ def test_sigkill_between_receive_and_commit_redelivers_into_exactly_one_incident
             "DISPATCH_MQTT_URL": broker["url"],
             "DISPATCH__MQTT__CLIENT_ID": client_id,
             "DISPATCH__DATA_DIR": str(tmp_path / "var"),
+            "DISPATCH__TWILIO__SANDBOX": "true",
         },
         tmp_path / "service.log",
     )

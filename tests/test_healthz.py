@@ -37,7 +37,7 @@ def test_metrics_need_a_token_and_count_messages(
     url = f"http://127.0.0.1:{service.web_port}/metrics"
     assert requests.get(url, timeout=5).status_code == 401
     with transaction(service.sessions) as session:
-        user = User(username="prometheus", name="scraper", role="call_taker")
+        user = User(username="prometheus", name="scraper", role="metrics")
         session.add(user)
         session.flush()
         token = issue_token(session, user, "scrape", utcnow())

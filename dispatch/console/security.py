@@ -1,8 +1,9 @@
-"""Console sessions: login state in a signed cookie, CSRF tokens, role checks.
+"""Console sessions: a server-side session row behind a signed cookie, CSRF tokens, role checks.
 
-The session cookie holds only the user id, a fingerprint of the password hash, the CSRF token
-and the language; the user row is read again on every request, so a deactivated user, a changed
-role or a reset password takes effect at the next click, not at the next login.
+The session cookie holds only a random session id (stored hashed in ``console_sessions``), the
+user id, a fingerprint of the password hash, the CSRF token and the language. The session row and
+the user row are read again on every request, so a logout, a deactivated user, a changed role or a
+reset password takes effect at the next click: a copied cookie is worth nothing after logout.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, current_app, g, jsonify, redirect, render_template, request, session, url_for
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from dispatch.auth import allowed
-from dispatch.models import User
+from dispatch.auth import allowed, hash_token
+from dispatch.models import ConsoleSession, User
 from dispatch.web.context import WebContext
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -90,19 +93,40 @@ def csrf_token() -> str:
 
 def csrf_valid() -> bool:
     """Whether this request carries the session's CSRF token in the form or the header."""
-    expected = session.get("csrf")
-    given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
-    return isinstance(expected, str) and bool(given) and hmac.compare_digest(expected, given)
+    return _same_token(session.get("csrf"), request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD))
+
+
+def _same_token(expected: object, given: str | None) -> bool:
+    # As bytes: compare_digest raises on non-ASCII str, and a forged form can send anything.
+    if not isinstance(expected, str) or not given:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def load_user(context: WebContext) -> ConsoleUser | None:
-    """The session's user, re-read from the database; a stale session is cleared."""
-    user_id = session.get("uid")
-    if not isinstance(user_id, int):
+    """The session's user, re-read from the database; a stale or ended session is cleared."""
+    user_id, sid = session.get("uid"), session.get("sid")
+    if not isinstance(user_id, int) or not isinstance(sid, str):
+        if user_id is not None:
+            session.clear()
         return None
+    now = context.clock()
     with context.sessions() as db, db.begin():
+        live = db.execute(
+            select(ConsoleSession.id).where(
+                ConsoleSession.token_hash == hash_token(sid),
+                ConsoleSession.user_id == user_id,
+                ConsoleSession.ended_at.is_(None),
+                ConsoleSession.expires_at > now,
+            )
+        ).first()
         row = db.get(User, user_id)
-        if row is None or not row.active or session.get("pwv") != password_fingerprint(row.password_hash):
+        if (
+            live is None
+            or row is None
+            or not row.active
+            or session.get("pwv") != password_fingerprint(row.password_hash)
+        ):
             session.clear()
             return None
         return ConsoleUser(
@@ -110,24 +134,49 @@ def load_user(context: WebContext) -> ConsoleUser | None:
         )
 
 
-def log_in(user: User) -> None:
+def log_in(db: Session, user: User, now: datetime) -> None:
     """Start a fresh session for ``user`` (a new CSRF token too: nothing carries over from before)."""
+    sid = secrets.token_urlsafe(32)
+    # Forget this user's sessions that have run out, so the table holds only live ones.
+    db.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user.id, ConsoleSession.expires_at <= now))
+    db.add(
+        ConsoleSession(token_hash=hash_token(sid), user_id=user.id, created_at=now, expires_at=now + SESSION_LIFETIME)
+    )
     session.clear()
     session.permanent = True
     session["uid"] = user.id
+    session["sid"] = sid
     session["pwv"] = password_fingerprint(user.password_hash)
     session["csrf"] = secrets.token_urlsafe(32)
+
+
+def log_out(db: Session, now: datetime) -> None:
+    """End this browser's session on the server too, then forget it here."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        db.execute(
+            update(ConsoleSession)
+            .where(ConsoleSession.token_hash == hash_token(sid), ConsoleSession.ended_at.is_(None))
+            .values(ended_at=now)
+        )
+    session.clear()
+
+
+def end_sessions(db: Session, user_id: int, now: datetime) -> None:
+    """End every console session of a user (a new password)."""
+    db.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.user_id == user_id, ConsoleSession.ended_at.is_(None))
+        .values(ended_at=now)
+    )
 
 
 def api_session_user() -> dict[str, Any] | None:
     """The API's view of a console session: unsafe methods also need the CSRF header."""
     if "uid" not in session:
         return None
-    if request.method not in SAFE_METHODS:
-        expected = session.get("csrf")
-        given = request.headers.get(CSRF_HEADER, "")
-        if not (isinstance(expected, str) and given and hmac.compare_digest(expected, given)):
-            return None
+    if request.method not in SAFE_METHODS and not _same_token(session.get("csrf"), request.headers.get(CSRF_HEADER)):
+        return None
     context: WebContext = current_app.extensions["dispatch"]
     user = load_user(context)
     if user is None:
@@ -169,7 +218,13 @@ def requires(minimum: str) -> Callable[[View], View]:
 
 def safe_next(target: str | None) -> str | None:
     """Only redirect back inside the console after login (never to another site)."""
-    if target and target.startswith("/console/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and target.startswith("/console/")
+        and "\\" not in target
+        and target.isprintable()  # no newline: it would end up in a Location header
+        and len(target) <= 2000
+    ):
         return target
     return None
 

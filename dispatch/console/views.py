@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from dispatch import actions, status
-from dispatch.auth import attempt_login, hash_password
+from dispatch.auth import MIN_PASSWORD, attempt_login, clear_login_blocks, hash_password
 from dispatch.calls import CallRecord
 from dispatch.console import board as board_order
 from dispatch.console import i18n, queries, sentences, stats
@@ -47,8 +47,10 @@ from dispatch.console.security import (
     csrf_token,
     csrf_valid,
     current_user,
+    end_sessions,
     load_user,
     log_in,
+    log_out,
     requires,
     safe_next,
     security_headers,
@@ -63,7 +65,6 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
 
 SANDBOX_BLUEPRINT = "twilio_sandbox"
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
-MIN_PASSWORD = 8
 ALARM_EVERY_S = 10  # the board repeats an unanswered incident's alarm this often until someone owns it
 Run = Callable[[Session, WebContext, Incident, datetime], list[tuple[str, bytes]]]
 
@@ -226,10 +227,13 @@ def login_post() -> Any:
     username = request.form.get("username", "").strip()
     password = request.form.get("password", "")
     context = _context()
+    # The peer's address; behind web.trusted_proxy, waitress has put the forwarded client's there.
+    address = request.remote_addr or ""
+    now = context.clock()
     with context.sessions() as db, db.begin():
-        attempt = attempt_login(db, username, password, context.clock())
+        attempt = attempt_login(db, username, password, address, now)
         if attempt.user is not None:
-            log_in(attempt.user)
+            log_in(db, attempt.user, now)
     if attempt.user is None:
         seconds = math.ceil(attempt.retry_after.total_seconds())
         flash(_t("login.blocked", seconds=seconds) if seconds else _t("login.failed"), "error")
@@ -242,9 +246,11 @@ def login_post() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
-    """End the session."""
+    """End the session, on the server too: the cookie is worth nothing afterwards."""
     language = _language()
-    session.clear()
+    context = _context()
+    with transaction(context.sessions) as db:
+        log_out(db, context.clock())
     session["lang"] = language
     return redirect(url_for(".login"), 303)
 
@@ -764,21 +770,23 @@ def admin_add_user() -> Any:
 @bp.post("/admin/users/<int:user_id>/password")
 @requires("admin")
 def admin_reset_password(user_id: int) -> Any:
-    """Set a new password; the user's other console sessions end (their fingerprint changes)."""
+    """Set a new password: the user's console sessions end, and a login block on them is lifted."""
     password = request.form.get("password", "")
     if len(password) < MIN_PASSWORD:
         flash(_t("admin.short_password", n=MIN_PASSWORD), "error")
         return redirect(url_for(".admin_users"), 303)
-    with transaction(_context().sessions) as db:
+    context = _context()
+    now = context.clock()
+    with transaction(context.sessions) as db:
         user = db.get(User, user_id)
         if user is None:
             return render_template("console/error.html", code=404, message=_t("error.not_found")), 404
         user.password_hash = hash_password(password)
         username = user.username
-    if user_id == _user().id:
-        # Keep the admin who changed their own password logged in.
-        with _context().sessions() as db, db.begin():
-            log_in(db.get_one(User, user_id))
+        end_sessions(db, user_id, now)
+        clear_login_blocks(db, username)  # as `dispatch users add --password` does
+        if user_id == _user().id:
+            log_in(db, user, now)  # keep the admin who changed their own password logged in
     flash(_t("admin.password_set", username=username), "ok")
     return redirect(url_for(".admin_users"), 303)
 

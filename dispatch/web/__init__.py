@@ -15,10 +15,11 @@ def create_app(context: WebContext, *extra: tuple[Blueprint, str]) -> Flask:
     ``extra`` are (blueprint, url_prefix) pairs mounted as well (the Twilio sandbox in demo mode).
     """
     from dispatch import console
-    from dispatch.web import api, health, i18n, limits, links_page, sms_gateway_hooks, twilio_hooks
+    from dispatch.web import api, hardening, health, i18n, limits, links_page, sms_gateway_hooks, twilio_hooks
 
     app = Flask(__name__)
     app.extensions["dispatch"] = context
+    hardening.install(app, https=(context.settings.public_url or "").startswith("https://"))
     limits.install(app, context.settings.web.max_content_length)
     i18n.install(app)  # Flask-Babel: the console's and the link page's catalogues
     app.register_blueprint(health.bp)

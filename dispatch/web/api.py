@@ -73,7 +73,7 @@ def create_api_blueprint(spec: SpecTree) -> Blueprint:
     @bp.get("/openapi.json")
     def openapi() -> Reply:
         """The OpenAPI 3.1 document, generated from the routes and their pydantic models."""
-        return jsonify(spec.spec)
+        return jsonify(with_auth_answers(spec.spec))
 
     @bp.post("/calls")
     @require_role("call_taker")
@@ -85,9 +85,8 @@ def create_api_blueprint(spec: SpecTree) -> Blueprint:
     def log_call() -> Reply:
         """Log a 112 call (the same record as the calls/112 MQTT feed); idempotent by call_id."""
         context = _context()
-        record: CallRecord = _json()
-        if not record.call_taker:
-            record = record.model_copy(update={"call_taker": g.user["username"]})
+        # Who took the call is whoever holds the token: a body cannot put it on someone else.
+        record: CallRecord = _json().model_copy(update={"call_taker": g.user["username"]})
         geocoded = context.calls.geocode(record)
         now = context.clock()
         with transaction(context.sessions) as session:
@@ -327,6 +326,24 @@ def create_api_blueprint(spec: SpecTree) -> Blueprint:
             )
 
     return bp
+
+
+def with_auth_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with 401 and 403 on every operation: require_role answers them before spectree sees
+    the request, so spectree cannot know about them."""
+    problem = m.Problem.model_json_schema()
+    answers = {
+        "401": {"description": "no valid bearer token", "content": {"application/json": {"schema": problem}}},
+        "403": {
+            "description": "the token's role is below the operation's",
+            "content": {"application/json": {"schema": problem}},
+        },
+    }
+    paths = {
+        path: {method: {**op, "responses": {**answers, **op.get("responses", {})}} for method, op in ops.items()}
+        for path, ops in document.get("paths", {}).items()
+    }
+    return {**document, "paths": paths}
 
 
 def _json() -> Any:

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatch.auth import require_role
+from dispatch.models import METRICS_ROLE
 
 bp = Blueprint("health", __name__)
 
@@ -51,8 +52,11 @@ def healthz() -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/metrics")
-@require_role("call_taker")
+@require_role(METRICS_ROLE)
 def metrics() -> Response:
-    """Prometheus exposition of this process's counters and latency histograms (bearer token needed)."""
+    """Prometheus exposition of this process's counters and latency histograms.
+
+    Needs a token of the metrics role (or an admin's): the scraper's token reads nothing else.
+    """
     registry = current_app.extensions["dispatch"].metrics.registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -22,7 +22,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from dispatch import acknowledge, timeline
 from dispatch.escalation import bring_forward
-from dispatch.models import InboundSms, Notification
+from dispatch.models import InboundSms, KeypadAnswer, Notification
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 from foundation.logsafe import mask_phone
@@ -94,7 +94,7 @@ def inbound_sms() -> Response:
     sid = request.form.get("MessageSid", "")
     phone = request.form.get("From", "")
     body = request.form.get("Body", "")[:1600]
-    if not sid:
+    if not sid or len(sid) > 64 or len(phone) > 20:  # Twilio's SIDs are 34 characters, numbers E.164
         abort(400)
     now = context.clock()
     try:
@@ -236,41 +236,97 @@ def _wait_for_sid(context: WebContext, sid: str, timeout_s: float = 3.0) -> bool
         time.sleep(0.05)
 
 
+# A call in one of these states is over: a keypad answer for it can only be a replay.
+CALL_OVER = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
+
+
+def _wait_for_call_sid(context: WebContext, notification_id: int, timeout_s: float = 3.0) -> None:
+    """Wait briefly until an existing voice notification has its call's SID committed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with context.sessions() as session:
+            row = session.get(Notification, notification_id)
+            if row is None or row.channel != "voice" or row.provider_sid is not None:
+                return
+        time.sleep(0.05)
+
+
 @bp.post("/voice/gather/<int:notification_id>")
 @signed
 def voice_gather(notification_id: int) -> Response:
-    """The keypad answer in an alert call: 1 accept, 2 decline, * repeat."""
+    """The keypad answer in an alert call: 1 accept, 2 decline, * repeat.
+
+    A signature proves the request came from Twilio once, not that it is new: an answer is applied
+    once per (CallSid, alert) and only while that call is the alert's live call, so a captured
+    request replayed later (a decline after an acceptance) changes nothing.
+    """
     context = _context()
     digits = request.form.get("Digits", "")
+    call_sid = request.form.get("CallSid", "")
+    if not call_sid or len(call_sid) > 64:
+        abort(400)
     now = context.clock()
-    response = VoiceResponse()
-    with transaction(context.sessions) as session:
-        row = session.get(Notification, notification_id)
-        if row is None or row.channel != "voice":
-            abort(404)
-        language: messages.Language = "en" if row.language == "en" else "id"
-        if digits not in ("1", "2"):
-            # "*" or anything else: say the alert again (the call's own TwiML)
-            return Response(row.body, mimetype="application/xml")
-        responder = acknowledge.find_responder(session, row.to_number)
-        if responder is None or row.assignment_id is None or row.alert_code is None:
-            abort(404)
-        verb = "accept" if digits == "1" else "decline"
-        if RANK.get(row.state, 0) < RANK["answered"]:
-            row.state = "answered"
-        outcome = acknowledge.apply(
-            session,
-            context.settings,
-            responder,
-            row.assignment_id,
-            Reply(verb, row.alert_code),  # type: ignore[arg-type]
-            row.alert_code,
-            "voice",
-            now,
-        )
-        text = messages.reply_text(language, outcome.reply_key, **outcome.params)
+    if digits in ("1", "2"):
+        _wait_for_call_sid(context, notification_id)  # the sender may not have committed it yet
+    try:
+        with transaction(context.sessions) as session:
+            row = session.get(Notification, notification_id)
+            if row is None or row.channel != "voice":
+                abort(404)
+            language: messages.Language = "en" if row.language == "en" else "id"
+            if digits not in ("1", "2"):
+                # "*" or anything else: say the alert again (the call's own TwiML)
+                return Response(row.body, mimetype="application/xml")
+            seen = session.execute(
+                select(KeypadAnswer).where(
+                    KeypadAnswer.call_sid == call_sid, KeypadAnswer.notification_id == notification_id
+                )
+            ).scalar_one_or_none()
+            if seen is not None:
+                log.warning("repeated keypad answer for notification %s ignored", notification_id)
+                return Response(seen.twiml, mimetype="application/xml")
+            if row.provider_sid != call_sid or row.state in CALL_OVER:
+                log.warning(
+                    "keypad answer for notification %s from a call that is not its live call (state %s) ignored",
+                    notification_id,
+                    row.state,
+                )
+                return _twiml(VoiceResponse().hangup())
+            responder = acknowledge.find_responder(session, row.to_number)
+            if responder is None or row.assignment_id is None or row.alert_code is None:
+                abort(404)
+            verb = "accept" if digits == "1" else "decline"
+            if RANK.get(row.state, 0) < RANK["answered"]:
+                row.state = "answered"
+            outcome = acknowledge.apply(
+                session,
+                context.settings,
+                responder,
+                row.assignment_id,
+                Reply(verb, row.alert_code),  # type: ignore[arg-type]
+                row.alert_code,
+                "voice",
+                now,
+            )
+            text = messages.reply_text(language, outcome.reply_key, **outcome.params)
+            voice = messages.VOICES[language]
+            response = VoiceResponse()
+            response.say(text, language=voice[0], voice=voice[1])
+            response.hangup()
+            twiml = str(response)
+            session.add(
+                KeypadAnswer(
+                    call_sid=call_sid, notification_id=notification_id, digits=digits, twiml=twiml, received_at=now
+                )
+            )
+    except IntegrityError:
+        # The same answer raced us in another request: that one was applied; answer what it answered.
+        with context.sessions() as session:
+            twiml = session.execute(
+                select(KeypadAnswer.twiml).where(
+                    KeypadAnswer.call_sid == call_sid, KeypadAnswer.notification_id == notification_id
+                )
+            ).scalar_one()
+        return Response(twiml, mimetype="application/xml")
     context.after_commit(outcome.publications)
-    voice = messages.VOICES[language]
-    response.say(text, language=voice[0], voice=voice[1])
-    response.hangup()
-    return _twiml(response)
+    return Response(twiml, mimetype="application/xml")

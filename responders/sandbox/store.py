@@ -1,14 +1,22 @@
-"""In-memory state of the Twilio sandbox: what it accepted, what it sent, what to break next.
+"""State of the Twilio sandbox: what it accepted, what it sent, what to break next.
 
 Everything is guarded by one re-entrant lock; readers get deep copies so a test or the
 phone page can never observe a record half-way through an update.  A condition variable
 on the same lock lets tests wait for background deliveries without sleeping blindly.
+
+Given a file, the store keeps its messages and calls there (rewritten after every change), so
+the phone simulator of ``dispatch demo`` still shows every phone after a restart, as Twilio's
+own log would. Calls that were live when the process stopped cannot go on (their callbacks ran
+in that process): they come back ``failed``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import logging
+import os
 import threading
 import time
 import uuid
@@ -16,7 +24,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 # Message states after which the sandbox will never touch a message again.
 FINAL_MESSAGE_STATUSES = frozenset({"delivered", "undelivered", "failed", "received"})
@@ -151,11 +162,14 @@ class SandboxStore:
       (error answers, requests that hang, or requests carried out but answered late).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        self._path = path
         self._messages: dict[str, SandboxMessage] = {}
         self._calls: dict[str, SandboxCall] = {}
+        if path is not None and path.exists():
+            self._load(path)
         self._requests: list[RawRequest] = []
         self._webhooks: list[WebhookDelivery] = []
         self._failures: deque[tuple[int, int | None]] = deque()
@@ -293,6 +307,7 @@ class SandboxStore:
         with self._changed:
             message.status_history.append(message.status)
             self._messages[message.sid] = message
+            self._save()
             self._changed.notify_all()
             return copy.deepcopy(message)
 
@@ -303,6 +318,7 @@ class SandboxStore:
             if message is None:
                 return None
             _apply(message, changes)
+            self._save()
             self._changed.notify_all()
             return copy.deepcopy(message)
 
@@ -333,6 +349,7 @@ class SandboxStore:
         with self._changed:
             call.status_history.append(call.status)
             self._calls[call.sid] = call
+            self._save()
             self._changed.notify_all()
             return copy.deepcopy(call)
 
@@ -343,6 +360,7 @@ class SandboxStore:
             if call is None:
                 return None
             _apply(call, changes)
+            self._save()
             self._changed.notify_all()
             return copy.deepcopy(call)
 
@@ -357,6 +375,7 @@ class SandboxStore:
             if call is None or call.status not in set(from_statuses):
                 return None
             _apply(call, changes)
+            self._save()
             self._changed.notify_all()
             return copy.deepcopy(call)
 
@@ -394,6 +413,37 @@ class SandboxStore:
         with self._lock:
             return copy.deepcopy(self._webhooks)
 
+    # -- the file ------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        # Under the lock; written beside and renamed, so a crash leaves the old file or the new one.
+        if self._path is None:
+            return
+        state = {
+            "messages": [dataclasses.asdict(m) for m in self._messages.values()],
+            "calls": [dataclasses.asdict(c) for c in self._calls.values()],
+        }
+        partial = self._path.with_name(self._path.name + ".tmp")
+        # Phone numbers and live one-tap links: readable by this user only.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            json.dump(state, out, default=_iso_time)
+        os.replace(partial, self._path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            messages = [_revive(SandboxMessage, m) for m in state["messages"]]
+            calls = [_revive(SandboxCall, c) for c in state["calls"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("sandbox: cannot read %s (%s); the phones start empty", path, exc)
+            return
+        self._messages = {m.sid: m for m in messages}
+        self._calls = {c.sid: c for c in calls}
+        for call in self._calls.values():
+            if call.status not in FINAL_CALL_STATUSES:
+                _apply(call, {"status": "failed", "ended_at": utcnow()})
+
     # -- waiting ---------------------------------------------------------------------
 
     def wait_for(self, predicate: Callable[[SandboxStore], bool], timeout_s: float = 5.0) -> bool:
@@ -418,3 +468,31 @@ def _apply(record: SandboxMessage | SandboxCall, changes: dict[str, Any]) -> Non
     for name, value in changes.items():
         setattr(record, name, value)
     record.updated_at = utcnow()
+
+
+_TIMES = frozenset({"created_at", "updated_at", "date_sent", "answered_at", "ended_at", "sent_at", "received_at"})
+_DELIVERIES = frozenset({"app_response", "last_response"})
+
+
+def _iso_time(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+Record = TypeVar("Record", "SandboxMessage", "SandboxCall", "WebhookDelivery")
+
+
+def _revive(cls: type[Record], data: dict[str, Any]) -> Record:
+    """A record from its saved dict: times and nested webhook deliveries rebuilt, unknown keys ignored."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if value is not None and f.name in _TIMES:
+            value = datetime.fromisoformat(value)
+        elif value is not None and f.name in _DELIVERIES:
+            value = _revive(WebhookDelivery, value)
+        values[f.name] = value
+    return cls(**values)
