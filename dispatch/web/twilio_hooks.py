@@ -9,18 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from dispatch import acknowledge, timeline
+from dispatch import acknowledge, sms_replies, timeline
 from dispatch.escalation import bring_forward
 from dispatch.models import InboundSms, KeypadAnswer, Notification
 from dispatch.web.context import WebContext
@@ -99,45 +98,17 @@ def inbound_sms() -> Response:
     now = context.clock()
     try:
         with transaction(context.sessions) as session:
-            seen = session.execute(select(InboundSms).where(InboundSms.message_sid == sid)).scalar_one_or_none()
-            if seen is not None:
-                return _sms_reply(seen.reply)
-            outcome = acknowledge.from_sms(session, context.settings, phone, body, now)
-            reply = messages.reply_text(outcome.language, outcome.reply_key, **outcome.params)  # type: ignore[arg-type]
-            if (
-                outcome.error
-                and _error_replies_last_hour(session, phone, now) >= context.settings.twilio.error_replies_per_hour
-            ):
-                reply = ""  # keep answering nothing rather than feed a loop with a misconfigured sender
-            session.add(
-                InboundSms(
-                    message_sid=sid,
-                    from_number=phone,
-                    body=body,
-                    received_at=now,
-                    outcome="error" if outcome.error else ("applied" if outcome.applied else "ignored"),
-                    reply=reply,
-                )
-            )
-            if outcome.incident_id is not None:
-                timeline.record(
-                    session,
-                    "sms_reply",
-                    actor=f"phone:{mask_phone(phone)}",
-                    incident_id=outcome.incident_id,
-                    at=now,
-                    body=body[:160],
-                    result=outcome.reply_key,
-                    message_sid=sid,
-                )
+            # The same grammar, codes, cap on error answers and timeline as the SMS gateway's replies.
+            received = sms_replies.receive(session, context.settings, sid, phone, body, now)
     except IntegrityError:
         # The same MessageSid raced us in another request: answer what that one answered.
         with context.sessions() as session:
             seen = session.execute(select(InboundSms).where(InboundSms.message_sid == sid)).scalar_one()
             return _sms_reply(seen.reply)
-    log.info("sms reply from %s: %s", mask_phone(phone), outcome.reply_key)
-    context.after_commit(outcome.publications)
-    return _sms_reply(reply)
+    if received.outcome is not None:
+        log.info("sms reply from %s: %s", mask_phone(phone), received.outcome.reply_key)
+        context.after_commit(received.outcome.publications)
+    return _sms_reply(received.reply)
 
 
 def _sms_reply(text: str) -> Response:
@@ -145,20 +116,6 @@ def _sms_reply(text: str) -> Response:
     if text:
         response.message(text)
     return _twiml(response)
-
-
-def _error_replies_last_hour(session: Any, phone: str, now: Any) -> int:
-    return int(
-        session.execute(
-            select(func.count())
-            .select_from(InboundSms)
-            .where(
-                InboundSms.from_number == phone,
-                InboundSms.outcome == "error",
-                InboundSms.received_at > now - timedelta(hours=1),
-            )
-        ).scalar_one()
-    )
 
 
 @bp.post("/sms/status")
