@@ -319,3 +319,21 @@ def test_a_device_never_seen_is_not_called_healthy(service: DispatchService, ses
     assert "belum pernah terlihat" in never and "baik" not in never
     seen = visible(page.split('data-device="BTN-0002"')[1].split("</tr>")[0])
     assert "baik" in seen and "belum pernah terlihat" not in seen
+
+
+def test_a_failing_phone_provider_is_said_above_every_incident_until_it_answers_again(
+    service: DispatchService, sessions: sessionmaker[Session]
+) -> None:
+    from dispatch.models import ProviderOutage
+
+    browser = Browser(service)
+    browser.login("budi")
+    assert 'class="outage' not in browser.get("/console/board/rows").text
+    started = utcnow().replace(hour=13, minute=30, second=27, microsecond=0)  # 20:30:27 WIB
+    with transaction(sessions) as session:
+        session.add(ProviderOutage(provider="Twilio", channel="sms", started_at=started, last_failure_at=started))
+    banner = browser.get("/console/board/rows").text
+    assert "Twilio tidak terjangkau untuk SMS sejak 20:30:27 WIB" in banner
+    with transaction(sessions) as session:
+        session.execute(update(ProviderOutage).values(ended_at=utcnow()))
+    assert 'class="outage' not in browser.get("/console/board/rows").text

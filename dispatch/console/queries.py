@@ -18,7 +18,15 @@ from dispatch import calls
 from dispatch.console import board
 from dispatch.console.stats import AssignmentTimes, IncidentTimes
 from dispatch.device_health import HealthPolicy, is_low_battery, is_silent
-from dispatch.models import OPEN_STATES, Assignment, EscalationStep, Incident, Notification, TimelineEvent
+from dispatch.models import (
+    OPEN_STATES,
+    Assignment,
+    EscalationStep,
+    Incident,
+    Notification,
+    ProviderOutage,
+    TimelineEvent,
+)
 from foundation.settings import Settings
 from responders.models import Supervisor, Unit
 
@@ -365,3 +373,19 @@ def response_samples(session: Session, start: datetime, end: datetime) -> list[I
                 AssignmentTimes(a.service, delivered.get(a.id), a.accepted_at, a.on_scene_at, a.state)
             )
     return [IncidentTimes(i.id, i.source, i.opened_at, tuple(times.get(i.id, ())), i.disposition) for i in incidents]
+
+
+def open_outages(session: Session, settings: Settings) -> list[dict[str, Any]]:
+    """Provider channels failing right now (dispatch/provider_health.py), for the board's banner."""
+    rows = session.execute(
+        select(ProviderOutage).where(ProviderOutage.ended_at.is_(None)).order_by(ProviderOutage.started_at)
+    ).scalars()
+    return [
+        {
+            "provider": outage.provider,
+            "channel": outage.channel,
+            "since_local": outage.started_at.astimezone(settings.local_zone).strftime("%H:%M:%S"),
+            "failures": outage.failures,
+        }
+        for outage in rows
+    ]

@@ -286,10 +286,17 @@ def _board_rows() -> list[dict[str, Any]]:
 
 
 def _board() -> dict[str, Any]:
-    """The board's rows grouped into its buckets, most urgent first (every bucket, with its count)."""
+    """The board's rows grouped into its buckets, most urgent first (every bucket, with its count).
+
+    Above them, every phone-provider channel failing right now: pages are held and retried, and
+    the dispatchers must know before anyone asks why a unit has not answered.
+    """
     rows = _board_rows()
     buckets = [(name, [r for r in rows if r["bucket"] == name]) for name in board_order.BUCKETS]
-    return {"buckets": buckets, "total": len(rows)}
+    context = _context()
+    with context.sessions() as db:
+        outages = queries.open_outages(db, context.settings)
+    return {"buckets": buckets, "total": len(rows), "outages": outages}
 
 
 @bp.get("/board.json")
