@@ -2,7 +2,9 @@
 
 Flags (once each, on the timeline and in the log) any active assignment with no
 pending step, and any step overdue by more than ``escalation.overdue_after_s``.
-Either means a page that should be happening is not.
+Either means a page that should be happening is not. It also closes notifications a
+provider never reported a final state for (``close_unconfirmed``), so nothing reads
+"ringing" forever after a restart lost the callback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from dispatch import timeline
-from dispatch.models import Assignment, EscalationStep
+from dispatch.models import Assignment, EscalationStep, Notification
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +64,40 @@ def audit(session: Session, now: datetime, overdue_after_s: float) -> list[str]:
     for finding in findings:
         log.error("auditor: %s", finding)
     return findings
+
+
+# Provider states that are not final: a callback should still come.
+IN_FLIGHT = ("queued", "sent", "initiated", "ringing", "in-progress", "answered")
+
+
+def close_unconfirmed(session: Session, now: datetime, after_s: float) -> int:
+    """Notifications still in a provider's in-flight state ``after_s`` after they went out: unconfirmed.
+
+    The callback that would have ended them was lost (we were down, the provider gave up).
+    Saying "unconfirmed" is true; leaving "ringing" on the console for ever is not.
+    """
+    horizon = now - timedelta(seconds=after_s)
+    rows = session.execute(
+        select(Notification)
+        .where(Notification.state.in_(IN_FLIGHT), Notification.sent_at.is_not(None), Notification.sent_at < horizon)
+        .limit(500)
+    ).scalars()
+    closed = 0
+    for row in rows:
+        previous, row.state, row.updated_at = row.state, "unconfirmed", now
+        timeline.record(
+            session,
+            "notification_unconfirmed",
+            actor="auditor",
+            incident_id=row.incident_id,
+            at=now,
+            notification_id=row.id,
+            channel=row.channel,
+            recipient=row.recipient_id,
+            previous=previous,
+            sent_at=row.sent_at.isoformat() if row.sent_at else None,
+        )
+        closed += 1
+    if closed:
+        log.warning("auditor: %d notifications had no final state from the provider; marked unconfirmed", closed)
+    return closed

@@ -15,6 +15,7 @@ area and returns a :class:`GeocodeResult` -- or ``None``, never a guess.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -41,8 +42,6 @@ from geopy.exc import (
 from geopy.geocoders import Nominatim
 from geopy.geocoders.base import Geocoder
 from geopy.location import Location
-
-from foundation.logsafe import mask_phones_in
 
 log = logging.getLogger(__name__)
 
@@ -774,10 +773,14 @@ def _clamp01(value: object) -> float:
 
 
 def _for_log(text: str) -> str:
-    # Call-record addresses are personal data and sometimes carry a phone
-    # number typed into the wrong field.
-    masked = mask_phones_in(" ".join(text.split()))
-    return masked if len(masked) <= 80 else masked[:77] + "..."
+    """A caller's address as the log may name it: a reference, never the words.
+
+    Call-record addresses are personal data (and sometimes carry a phone number typed into
+    the wrong field). The incident's timeline keeps the address for the people allowed to
+    see it; the log only needs to tell one lookup from another.
+    """
+    digest = hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:10]
+    return f"address#{digest} ({len(text)} chars)"
 
 
 def geocode_address(
@@ -834,43 +837,35 @@ def geocode_address(
             location = geocoder.geocode(query, exactly_one=True, timeout=timeout_s, **extra)
             break
         except _PERMANENT_ERRORS as exc:
-            log.error("geocode %r via %s failed permanently: %s", shown, kind, exc)
+            log.error("geocode %s via %s failed permanently: %s", shown, kind, type(exc).__name__)
             raise
         except GeocoderServiceError as exc:
             if attempt == attempts:
-                log.error("geocode %r via %s failed after %d attempts: %s", shown, kind, attempts, exc)
+                log.error("geocode %s via %s failed after %d attempts: %s", shown, kind, attempts, type(exc).__name__)
                 raise
             delay = min(max_backoff_s, backoff_s * 2 ** (attempt - 1))
             if isinstance(exc, GeocoderRateLimited) and exc.retry_after:
                 delay = min(max_backoff_s, max(delay, float(exc.retry_after)))
             log.warning(
-                "geocode %r via %s attempt %d/%d failed (%s: %s); retrying in %.2fs",
+                "geocode %s via %s attempt %d/%d failed (%s); retrying in %.2fs",
                 shown,
                 kind,
                 attempt,
                 attempts,
                 type(exc).__name__,
-                exc,
                 delay,
             )
             sleep(delay)
 
     if location is None:
-        log.info("geocode %r via %s: no match", shown, kind)
+        log.info("geocode %s via %s: no match", shown, kind)
         return None
     lat, lon = float(location.latitude), float(location.longitude)
     if not (math.isfinite(lat) and math.isfinite(lon)):
-        log.warning("geocode %r via %s: result has no usable coordinates", shown, kind)
+        log.warning("geocode %s via %s: result has no usable coordinates", shown, kind)
         return None
     if bbox is not None and not _inside(bbox, lat, lon):
-        log.warning(
-            "geocode %r via %s: discarded %r at %.5f, %.5f -- outside the service area",
-            shown,
-            kind,
-            location.address,
-            lat,
-            lon,
-        )
+        log.warning("geocode %s via %s: discarded a result outside the service area", shown, kind)
         return None
 
     raw = dict(location.raw)
@@ -889,15 +884,8 @@ def geocode_address(
         confidence=confidence,
         raw=raw,
     )
-    log.info(
-        "geocode %r via %s: %s (%.5f, %.5f) confidence %.2f",
-        shown,
-        kind,
-        result.display_name,
-        lat,
-        lon,
-        confidence,
-    )
+    # The place found is as telling as the address asked for: only the confidence goes to the log.
+    log.info("geocode %s via %s: found (%s), confidence %.2f", shown, kind, source, confidence)
     return result
 
 

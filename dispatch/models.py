@@ -188,6 +188,7 @@ NOTIFICATION_STATES = (
     "canceled",
     "cancelled",  # never sent: the assignment was accepted (or closed) before its turn came
     "expired",  # never sent: the provider stayed unreachable for as long as the page was useful
+    "unconfirmed",  # sent, but the provider's final report never came (the auditor closed it)
 )
 
 

@@ -28,7 +28,7 @@ from waitress.task import ThreadedTaskDispatcher
 from devices.broker import BrokerError, EmbeddedBroker
 from devices.gateway import MqttGateway
 from dispatch import database, routing
-from dispatch.auditor import audit
+from dispatch.auditor import audit, close_unconfirmed
 from dispatch.calls import CallDesk
 from dispatch.device_health import HealthPolicy, check_devices
 from dispatch.escalation import EscalationEngine
@@ -353,6 +353,7 @@ class DispatchService:
                 if self.outbox.alert_outages():
                     self._wake_at("outbox", utcnow())
                 with transaction(self.sessions) as session:
+                    close_unconfirmed(session, utcnow(), self.settings.twilio.final_state_within_s)
                     return audit(session, utcnow(), self.settings.escalation.overdue_after_s)
             except Exception:
                 log.exception("audit failed; will retry")

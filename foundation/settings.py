@@ -170,6 +170,9 @@ class TwilioSettings(_Section):
     # A provider channel failing for this long gets the supervisors told through any channel
     # that still works (and the console's banner says so from the first failure).
     outage_alert_after_s: float = Field(default=60, gt=0)
+    # A page still "queued"/"ringing"... this long after it went out lost its final callback:
+    # the auditor marks it "unconfirmed" (true) rather than leave it ringing on the console.
+    final_state_within_s: float = Field(default=1800, gt=0)
     sms_validity_s: int = Field(default=120, ge=1, le=36000)
     error_replies_per_hour: int = Field(default=5, ge=0)
     # The built-in Twilio-compatible API and phone simulator (``dispatch demo``, ``serve --sandbox``).

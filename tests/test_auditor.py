@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.auditor import audit
@@ -47,3 +48,40 @@ def test_a_step_overdue_by_more_than_the_limit_is_flagged_once(sessions: session
         [finding] = audit(session, now + timedelta(seconds=10), overdue_after_s=10)
     assert "overdue by 15s" in finding
     assert kinds(sessions, incident_id) == ["audit_step_overdue"]
+
+
+def test_a_page_whose_final_report_never_came_is_closed_as_unconfirmed(
+    sessions: sessionmaker[Session], roster: None
+) -> None:
+    from dispatch.auditor import close_unconfirmed
+    from dispatch.models import Incident, Notification, TimelineEvent
+
+    now = utcnow()
+    with transaction(sessions) as session:
+        incident = Incident(source="press", device_id="BTN-0001", press_id="lost-callback", state="dispatched")
+        session.add(incident)
+        session.flush()
+        for key, state, sent_minutes_ago in (
+            ("old", "ringing", 45),
+            ("fresh", "ringing", 5),
+            ("done", "completed", 45),
+        ):
+            session.add(
+                Notification(
+                    idempotency_key=key,
+                    incident_id=incident.id,
+                    recipient_kind="unit",
+                    recipient_id="POL-01",
+                    to_number="+628110000101",
+                    channel="voice",
+                    state=state,
+                    sent_at=now - timedelta(minutes=sent_minutes_ago),
+                )
+            )
+    with transaction(sessions) as session:
+        assert close_unconfirmed(session, now, after_s=1800) == 1
+    with sessions() as session:
+        states = dict(session.execute(select(Notification.idempotency_key, Notification.state)).all())
+        kinds = list(session.execute(select(TimelineEvent.kind)).scalars())
+    assert states == {"old": "unconfirmed", "fresh": "ringing", "done": "completed"}
+    assert kinds == ["notification_unconfirmed"]

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from geopy.exc import GeocoderQueryError, GeocoderTimedOut
@@ -576,3 +577,14 @@ def test_road_points_are_checked_when_the_gazetteer_loads() -> None:
     with pytest.raises(GazetteerError, match="'Jatii', which is not a kelurahan"):
         GazetteerGeocoder([mayangan, jati, road])
     assert GazetteerGeocoder([mayangan, jati, replace(road, points=(RoadPoint("Jati", -7.747, 113.224, 300),))])
+
+
+def test_the_log_names_a_lookup_but_never_the_callers_address(gazetteer: GazetteerGeocoder, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="dispatch.geocoding")
+    found = geocode_address(gazetteer, "Jl. Soekarno-Hatta, Kel. Jati, dekat rumah Pak Budi 081234567890", timeout_s=1)
+    nothing = geocode_address(gazetteer, "Gang Mawar belakang pasar", timeout_s=1)
+    assert found is not None and nothing is None
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "address#" in logged
+    for private in ("Soekarno", "Budi", "081234567890", "Mawar", f"{found.lat:.5f}"):
+        assert private not in logged

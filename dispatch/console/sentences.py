@@ -47,6 +47,7 @@ DELIVERY_STATES = (
     "read",
     "cancelled",  # ours: never sent, the assignment no longer needed it
     "expired",  # ours: the provider could not take it while it was useful
+    "unconfirmed",  # ours: the provider's final report never came
 )
 
 
