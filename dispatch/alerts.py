@@ -190,7 +190,7 @@ def _compose(
             code=code,
             where=where,
             incident_id=incident.id,
-            reason=reason,
+            reason=messages.supervisor_reason(language, reason),
             link=link,
         )
     return messages.alert_sms(

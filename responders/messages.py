@@ -841,3 +841,52 @@ def outage_twiml(language: Language, text: str) -> str:
         response.say(text, language=spoken_language, voice=voice)
     response.hangup()
     return str(response.to_xml())
+
+
+# ---------------------------------------------------------------------------- why a supervisor is paged
+
+_SUPERVISOR_REASONS: Final[Mapping[Language, Mapping[str, str]]] = MappingProxyType(
+    {
+        "id": MappingProxyType({"no answer": "tidak ada unit yang menjawab", "no unit": "tidak ada unit tersedia"}),
+        "en": MappingProxyType({"no answer": "no unit answered", "no unit": "no unit available"}),
+    }
+)
+_SHORTFALL = re.compile(r"^no available (police|disaster|ambulance) unit \((.*)\)$")
+_SHORTFALL_PARTS: Final[Mapping[Language, Mapping[str, str]]] = MappingProxyType(
+    {
+        "id": MappingProxyType(
+            {
+                "busy": "sibuk",
+                "off duty": "tidak dinas",
+                "excluded": "dikecualikan",
+                "none on roster": "tidak ada di daftar",
+            }
+        ),
+        "en": MappingProxyType(
+            {"busy": "busy", "off duty": "off duty", "excluded": "excluded", "none on roster": "none on the roster"}
+        ),
+    }
+)
+
+
+def supervisor_reason(language: Language, reason: str) -> str:
+    """The engine's reason for paging a supervisor (its own English words) in ``language``.
+
+    Known reasons: "no answer", "no unit", and the matcher's shortfall ("no available police
+    unit (2 busy, 1 off duty)"). Anything else is passed through as written.
+    """
+    known = _SUPERVISOR_REASONS[language].get(reason)
+    if known is not None:
+        return known
+    match = _SHORTFALL.match(reason)
+    if match is None:
+        return reason
+    service = _SERVICE_SMS[language][match.group(1)]  # type: ignore[index]
+    words = _SHORTFALL_PARTS[language]
+    parts = []
+    for part in match.group(2).split(", "):
+        count, _, label = part.partition(" ")
+        parts.append(f"{count} {words[label]}" if count.isdigit() and label in words else words.get(part, part))
+    if language == "id":
+        return f"tidak ada unit {service} tersedia ({', '.join(parts)})"
+    return f"no {service} unit available ({', '.join(parts)})"

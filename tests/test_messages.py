@@ -32,6 +32,7 @@ from responders.messages import (
     pin_location,
     reply_text,
     resident_sms,
+    supervisor_reason,
     supervisor_sms,
     to_gsm7,
     voice_twiml,
@@ -713,3 +714,38 @@ def test_missing_or_mistyped_params_are_type_errors() -> None:
         reply_text("id", "declined", code="12")
     with pytest.raises(ValueError):
         reply_text("id", "which_alert", codes=[])
+
+
+@pytest.mark.parametrize(
+    ("reason", "indonesian", "english"),
+    [
+        ("no answer", "tidak ada unit yang menjawab", "no unit answered"),
+        ("no unit", "tidak ada unit tersedia", "no unit available"),
+        (
+            "no available police unit (2 busy, 1 off duty, 1 excluded)",
+            "tidak ada unit POLISI tersedia (2 sibuk, 1 tidak dinas, 1 dikecualikan)",
+            "no POLICE unit available (2 busy, 1 off duty, 1 excluded)",
+        ),
+        (
+            "no available ambulance unit (none on roster)",
+            "tidak ada unit AMBULANS tersedia (tidak ada di daftar)",
+            None,
+        ),
+    ],
+)
+def test_a_supervisor_reads_why_in_the_language_of_the_rest_of_the_sms(
+    reason: str, indonesian: str, english: str
+) -> None:
+    assert supervisor_reason("id", reason) == indonesian
+    if english:
+        assert supervisor_reason("en", reason) == english
+    text = supervisor_sms(
+        "id",
+        service="police",
+        code=3,
+        where="Jl. Mastrip",
+        incident_id=7,
+        reason=supervisor_reason("id", reason),
+        link="https://x.example/a/t",
+    )
+    assert "no answer" not in text and "busy" not in text
