@@ -111,6 +111,8 @@ def test_accepting_by_sms_hangs_up_the_call_still_ringing_for_the_same_alert(
     eventually(lambda: (ended := store.call(call.sid)) is not None and ended.status == "canceled", timeout=10)
     modify = [r for r in store.requests if r.path.endswith(f"/Calls/{call.sid}.json") and r.method == "POST"]
     assert [r.form.get("Status") for r in modify] == [["canceled"]]
+    # The timeline row is written once Twilio has answered the hang-up, a moment after the sandbox saw it.
+    eventually(lambda: "call_ended" in kinds(sessions, incident_id))
     incident_kinds = kinds(sessions, incident_id)
     assert incident_kinds.index("accepted") < incident_kinds.index("call_ended")
 
