@@ -13,6 +13,9 @@
 - When the last step of the last round has run and nobody accepted, the assignment is
   ``exhausted`` and the incident ``unanswered``.
 - ``bring_forward``: a page that definitely failed moves the next step to now.
+- A step that fails ``POISON_AFTER`` times in a row for a reason other than an unreachable
+  database is set aside (``failed``, the incident flagged for review, on the timeline): steps
+  run in due order, so one broken step retried for ever would stop every escalation behind it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from geopy.distance import geodesic
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.models import Device
@@ -48,6 +52,9 @@ NO_ANSWER = "no answer"
 DECLINED = "declined"
 # Why a failed page brought the next step forward (step_brought_forward's data.reason).
 BRING_FORWARD_REASONS = ("no-answer", "busy", "failed", "permanent_sms_failure")
+# A step failing this many times in a row (not for a database outage) is set aside.
+POISON_AFTER = 3
+STEP_FAILED = "escalation step failed"
 # A call in one of these states may still be answered: its step is not over yet.
 _CALL_IN_FLIGHT = ("pending", "sending", "queued", "initiated", "ringing", "in-progress")
 
@@ -83,6 +90,7 @@ class EscalationEngine:
         self._nearest_place = (
             nearest_place or GazetteerGeocoder.from_file(settings.geocoding.gazetteer_path).nearest_place
         )
+        self._failures: dict[int, int] = {}  # step id -> failed attempts in a row, in this process
 
     # -- creating work (inside other transactions) ----------------------------
 
@@ -112,15 +120,52 @@ class EscalationEngine:
         outcomes: list[StepOutcome] = []
         while len(outcomes) < limit:
             now = self._clock()
-            with transaction(self._sessions) as session:
-                step = claim_due_step(session, now)
-                if step is None:
-                    break
-                outcome = self._execute(session, step, now)
+            step_id = None
+            try:
+                with transaction(self._sessions) as session:
+                    step = claim_due_step(session, now)
+                    if step is None:
+                        break
+                    step_id = step.id
+                    outcome = self._execute(session, step, now)
+            except Exception as exc:
+                if step_id is None or not self._poisoned(step_id, exc):
+                    raise
+                log.exception("step %d failed %d times in a row: set aside", step_id, POISON_AFTER)
+                self._set_aside(step_id, exc, now)
+                continue
+            self._failures.pop(step_id, None)
             outcomes.append(outcome)
             for topic, payload in outcome.publications:
                 self._publish(topic, payload)
         return outcomes
+
+    def _poisoned(self, step_id: int, exc: Exception) -> bool:
+        if isinstance(exc, OperationalError | InterfaceError):
+            return False  # the database is unreachable: every step fails alike; retry, never blame one
+        failures = self._failures[step_id] = self._failures.get(step_id, 0) + 1
+        return failures >= POISON_AFTER
+
+    def _set_aside(self, step_id: int, exc: Exception, now: datetime) -> None:
+        """Take a step that keeps failing out of the queue, and put its incident before a person."""
+        self._failures.pop(step_id, None)
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        with transaction(self._sessions) as session:
+            step = session.get_one(EscalationStep, step_id)
+            step.state, step.done_at, step.result = "failed", now, {"error": error}
+            incident = session.get_one(Incident, step.incident_id)
+            incident.needs_review, incident.review_reason = True, STEP_FAILED
+            timeline.record(
+                session,
+                "step_failed",
+                actor="engine",
+                incident_id=incident.id,
+                at=now,
+                step_id=step.id,
+                action=step.action,
+                attempts=POISON_AFTER,
+                error=error,
+            )
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending step is due (for the scheduler's next wake-up)."""

@@ -66,6 +66,16 @@ class Metrics:
             "Pages whose request may have reached the provider without an answer (looked up before any resend)",
             registry=self.registry,
         )
+        self.escalation_behind = Gauge(
+            "dispatch_escalation_behind_seconds",
+            "How late the oldest due escalation step is (0 when the engine keeps up), at the last audit",
+            registry=self.registry,
+        )
+        self.escalation_steps_due = Gauge(
+            "dispatch_escalation_steps_due",
+            "Escalation steps due and not yet executed, at the last audit",
+            registry=self.registry,
+        )
         self.mqtt_sessions_lost = Counter(
             "dispatch_mqtt_sessions_lost",
             "Reconnects on which the broker had no session for us: presses published meanwhile may be lost",

@@ -152,7 +152,7 @@ class EscalationStep(Base):
     __tablename__ = "escalation_steps"
     __table_args__ = (
         UniqueConstraint("assignment_id", "fence", "round", "seq"),
-        CheckConstraint("state IN ('pending','done','cancelled','stale')", name="state"),
+        CheckConstraint("state IN ('pending','done','cancelled','stale','failed')", name="state"),
         Index("ix_steps_due", "state", "due_at"),
     )
 

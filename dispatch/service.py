@@ -28,7 +28,7 @@ from waitress.task import ThreadedTaskDispatcher
 from devices.broker import BrokerError, EmbeddedBroker
 from devices.gateway import MqttGateway
 from dispatch import database, routing
-from dispatch.auditor import audit, close_unconfirmed
+from dispatch.auditor import Backlog, audit, backlog, close_unconfirmed
 from dispatch.calls import CallDesk
 from dispatch.device_health import HealthPolicy, check_devices
 from dispatch.escalation import EscalationEngine
@@ -97,6 +97,7 @@ class DispatchService:
     _running: set[str] = field(init=False, default_factory=set)
     _rerun: set[str] = field(init=False, default_factory=set)
     _jobs_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    escalation_behind: Backlog = field(init=False, default=Backlog(due=0, behind_s=0.0))
 
     @property
     def public_base(self) -> str:
@@ -353,11 +354,21 @@ class DispatchService:
                 if self.outbox.alert_outages():
                     self._wake_at("outbox", utcnow())
                 with transaction(self.sessions) as session:
-                    close_unconfirmed(session, utcnow(), self.settings.twilio.final_state_within_s)
-                    return audit(session, utcnow(), self.settings.escalation.overdue_after_s)
+                    now = utcnow()
+                    close_unconfirmed(session, now, self.settings.twilio.final_state_within_s)
+                    self._report_backlog(backlog(session, now))
+                    return audit(session, now, self.settings.escalation.overdue_after_s)
             except Exception:
                 log.exception("audit failed; will retry")
                 return []
+
+    def _report_backlog(self, behind: Backlog) -> None:
+        """One alarm for the whole service when escalation runs late (a burst), not one per step."""
+        self.metrics.escalation_behind.set(behind.behind_s)
+        self.metrics.escalation_steps_due.set(behind.due)
+        self.escalation_behind = behind
+        if behind.behind_s > self.settings.escalation.overdue_after_s:
+            log.warning("escalation is behind by %.0f s: %d steps due, not yet run", behind.behind_s, behind.due)
 
     def health_details(self) -> tuple[dict[str, str], dict[str, str]]:
         """(failing, degraded): what makes /healthz 503, and what it reports while still answering 200."""
@@ -371,6 +382,9 @@ class DispatchService:
                         degraded[f"{health.provider} {state.channel}"] = f"unreachable since {since}, retrying"
             if self.outbox.unsaved:
                 degraded["outbox"] = f"{self.outbox.unsaved} results waiting for the database"
+        behind = self.escalation_behind
+        if behind.behind_s > self.settings.escalation.overdue_after_s:
+            degraded["escalation"] = f"behind by {behind.behind_s:.0f} s ({behind.due} steps due)"
         lost = self.gateway.session_lost_at if hasattr(self, "gateway") else None
         if lost is not None and (utcnow() - lost).total_seconds() < self.settings.watchdog.session_lost_alarm_s:
             local = lost.astimezone(self.settings.local_zone).strftime("%H:%M:%S")

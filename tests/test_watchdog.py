@@ -10,16 +10,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import requests
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from devices.gateway import BrokerAddress
+from dispatch.escalation import schedule
+from dispatch.escalation_policy import StepRef
+from dispatch.models import Assignment, Incident, TimelineEvent
 from dispatch.service import DispatchService
 from dispatch.watchdog import Watchdog
+from foundation.clock import utcnow
+from foundation.db import transaction
 from tests.conftest import eventually
 
 Start = Callable[..., DispatchService]
@@ -105,3 +112,36 @@ def test_a_broker_that_lost_our_session_is_reported_as_an_alarm(start_service: S
     assert service.gateway.sessions_lost == 1
     assert service.metrics.mqtt_sessions_lost._value.get() == 1
     assert eventually(lambda: service.gateway.connected, timeout=20)
+
+
+def test_an_engine_behind_its_timers_is_one_alarm_for_the_service_not_one_per_incident(
+    start_service: Start, sessions: sessionmaker[Session], caplog: Any
+) -> None:
+    service = start_service(escalation={"overdue_after_s": 10})
+    service.scheduler.pause_job("steps")  # the engine is busy elsewhere: nothing due gets executed
+    now = utcnow()
+    with transaction(sessions) as session:
+        for n in range(20):
+            incident = Incident(
+                source="press", device_id="BTN-0001", press_id=f"late-{n}", service="police", lat=-7.75, lon=113.2
+            )
+            session.add(incident)
+            session.flush()
+            assignment = Assignment(incident_id=incident.id, service="police", excluded={})
+            session.add(assignment)
+            session.flush()
+            schedule(session, assignment, StepRef(0, 0), "notify_unit", now - timedelta(seconds=45))
+    service.audit()
+    assert "behind by 45 s (20 steps due)" in health(service)["degraded"]["escalation"]
+    assert service.metrics.escalation_steps_due._value.get() == 20
+    assert service.metrics.escalation_behind._value.get() >= 45
+    assert [r.getMessage() for r in caplog.records if "behind by" in r.getMessage()] == [
+        "escalation is behind by 45 s: 20 steps due, not yet run"
+    ]
+    with sessions() as session:
+        assert session.execute(select(func.count()).select_from(TimelineEvent)).scalar_one() == 0
+
+    service.scheduler.resume_job("steps")
+    eventually(lambda: service.escalation.next_due_at() is None or service.escalation.next_due_at() > utcnow())
+    service.audit()
+    assert "escalation" not in health(service).get("degraded", {})

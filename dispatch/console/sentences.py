@@ -61,6 +61,7 @@ REVIEW_REASONS = {
     "resident cancelled after the grace window": "review.cancelled_late",
     "nobody acknowledged: escalation policy exhausted": "review.exhausted",
     "location needed": "review.location_needed",
+    "escalation step failed": "review.step_failed",
 }
 
 

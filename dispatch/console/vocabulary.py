@@ -130,6 +130,7 @@ KEYS = (
     N_("why.no_answer"),
     N_("event.round_started"),
     N_("event.step_brought_forward"),
+    N_("event.step_failed"),
     N_("event.page_rerouted"),
     N_("event.call_ended"),
     N_("event.notification_cancelled"),
@@ -190,6 +191,7 @@ KEYS = (
     N_("review.exhausted"),
     N_("review.inactive_device"),
     N_("review.location_needed"),
+    N_("review.step_failed"),
     N_("review.unregistered_device"),
     # role
     N_("role.admin"),

@@ -1,0 +1,78 @@
+"""One broken step must not stop every escalation behind it.
+
+Steps run in due order, so a step that raises on every try would be claimed first on every
+tick for ever. After ``POISON_AFTER`` failures in a row it is set aside and its incident is
+put before a dispatcher; a database that is down is never a reason to set a step aside.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dispatch.escalation import POISON_AFTER, STEP_FAILED, EscalationEngine, schedule
+from dispatch.escalation_policy import StepRef
+from dispatch.models import Assignment, EscalationStep, Incident
+from foundation.clock import utcnow
+from foundation.db import transaction
+from foundation.settings import load_settings
+from tests.responder_helpers import kinds
+
+
+def incident_with_step(sessions: sessionmaker[Session], press_id: str, late_s: float, **where: float | None) -> int:
+    with transaction(sessions) as session:
+        incident = Incident(source="press", device_id="BTN-0001", press_id=press_id, service="police", **where)
+        session.add(incident)
+        session.flush()
+        assignment = Assignment(incident_id=incident.id, service="police", excluded={})
+        session.add(assignment)
+        session.flush()
+        schedule(session, assignment, StepRef(0, 0), "notify_unit", utcnow() - timedelta(seconds=late_s))
+        return incident.id
+
+
+def step_state(sessions: sessionmaker[Session], incident_id: int) -> str:
+    """The state of the incident's first step (the one the test scheduled)."""
+    with sessions() as session:
+        step = session.query(EscalationStep).filter_by(incident_id=incident_id).order_by(EscalationStep.id).first()
+        assert step is not None
+        return step.state
+
+
+@pytest.fixture
+def escalation(sessions: sessionmaker[Session], tmp_path: Path) -> EscalationEngine:
+    settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path)})
+    return EscalationEngine(sessions, settings, lambda topic, payload: None, lambda: "http://dispatch.test")
+
+
+def test_a_step_that_keeps_failing_is_set_aside_and_the_steps_behind_it_run(
+    sessions: sessionmaker[Session], escalation: EscalationEngine
+) -> None:
+    broken = incident_with_step(sessions, "no-location", late_s=2, lat=None, lon=None)  # the matcher needs a pin
+    healthy = incident_with_step(sessions, "located", late_s=1, lat=-7.75, lon=113.2)
+    for _ in range(POISON_AFTER - 1):
+        with pytest.raises(AssertionError):
+            escalation.run_due_steps()
+        assert step_state(sessions, healthy) == "pending"  # held up behind the broken one, for now
+
+    escalation.run_due_steps()
+
+    assert (step_state(sessions, broken), step_state(sessions, healthy)) == ("failed", "done")
+    with sessions() as session:
+        incident = session.get_one(Incident, broken)
+        assert (incident.needs_review, incident.review_reason) == (True, STEP_FAILED)
+    assert "step_failed" in kinds(sessions, broken)
+
+
+def test_a_database_outage_never_sets_a_step_aside(
+    sessions: sessionmaker[Session], escalation: EscalationEngine
+) -> None:
+    incident_id = incident_with_step(sessions, "db-down", late_s=1, lat=-7.75, lon=113.2)
+    with sessions() as session:
+        step_id = session.query(EscalationStep.id).filter_by(incident_id=incident_id).scalar()
+    outage = OperationalError("SELECT 1", {}, Exception("connection refused"))
+    assert not any(escalation._poisoned(step_id, outage) for _ in range(POISON_AFTER * 3))
