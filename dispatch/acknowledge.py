@@ -110,8 +110,11 @@ def apply(
     now: datetime,
 ) -> AckOutcome:
     """Apply one verb from one responder to one assignment."""
+    # Incident first, then assignment: the order every action takes (WebContext.locked), so an
+    # acknowledgement and a dispatcher's action on the same incident queue up, never deadlock.
+    incident_id = session.execute(select(Assignment.incident_id).where(Assignment.id == assignment_id)).scalar_one()
+    incident = session.get_one(Incident, incident_id, with_for_update=True)
     assignment = session.get_one(Assignment, assignment_id, with_for_update=True)
-    incident = session.get_one(Incident, assignment.incident_id)
     language = responder.language
     base = {"code": code, "incident_id": incident.id}
     actor = f"{responder.kind}:{responder.id}"

@@ -21,13 +21,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from geopy.distance import geodesic
-from sqlalchemy import select, update
+from sqlalchemy import select, true, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,16 +118,20 @@ class EscalationEngine:
     def run_due_steps(self, limit: int = 200) -> list[StepOutcome]:
         """Execute due steps, one transaction each, until none is due (or ``limit``)."""
         outcomes: list[StepOutcome] = []
+        busy: set[int] = set()  # steps whose incident someone else is working on: after this pass
         while len(outcomes) < limit:
             now = self._clock()
             step_id = None
             try:
                 with transaction(self._sessions) as session:
-                    step = claim_due_step(session, now)
+                    step = claim_due_step(session, now, skip=busy)
                     if step is None:
                         break
                     step_id = step.id
                     outcome = self._execute(session, step, now)
+            except IncidentBusy as held:
+                busy.add(held.step_id)
+                continue
             except Exception as exc:
                 if step_id is None or not self._poisoned(step_id, exc):
                     raise
@@ -178,8 +182,14 @@ class EscalationEngine:
             ).scalar_one_or_none()
 
     def _execute(self, session: Session, step: EscalationStep, now: datetime) -> StepOutcome:
-        assignment = session.get_one(Assignment, step.assignment_id, with_for_update=True)
-        incident = session.get_one(Incident, step.incident_id)
+        # Everyone else takes incident, then assignment, then steps (an action locks the incident,
+        # an acknowledgement too); we already hold the step. Waiting here could close a cycle
+        # (PostgreSQL would abort one side: perhaps a responder's "YA"), so the engine never
+        # waits: it leaves the step for the next pass while someone else works on the incident.
+        incident = _lock_now(session, Incident, step.incident_id)
+        assignment = _lock_now(session, Assignment, step.assignment_id)
+        if incident is None or assignment is None:
+            raise IncidentBusy(step.id)
         if step.fence != assignment.fence or assignment.state != "active":
             step.state = "stale"
             step.result = {"skipped": f"fence {step.fence} != {assignment.fence} or state {assignment.state}"}
@@ -618,11 +628,30 @@ def fence_off(session: Session, assignment: Assignment, now: datetime) -> int:
     return int(cancelled.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def claim_due_step(session: Session, now: datetime) -> EscalationStep | None:
-    """Atomically take one due step for this transaction (see module docstring)."""
+_Locked = TypeVar("_Locked", Incident, Assignment)
+
+
+class IncidentBusy(Exception):
+    """Another transaction holds the step's incident or assignment: run the step on a later pass."""
+
+    def __init__(self, step_id: int) -> None:
+        super().__init__(f"step {step_id}: its incident is being changed by someone else")
+        self.step_id = step_id
+
+
+def _lock_now(session: Session, model: type[_Locked], row_id: int) -> _Locked | None:
+    """The row, locked for this transaction, or None if another transaction holds it (no waiting)."""
+    return session.execute(
+        select(model).where(model.id == row_id).with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+
+
+def claim_due_step(session: Session, now: datetime, skip: Collection[int] = ()) -> EscalationStep | None:
+    """Atomically take one due step for this transaction (see module docstring), none of ``skip``."""
     due = (
         select(EscalationStep.id)
         .where(EscalationStep.state == "pending", EscalationStep.due_at <= now)
+        .where(EscalationStep.id.not_in(skip) if skip else true())
         .order_by(EscalationStep.due_at, EscalationStep.id)
         .limit(1)
         .with_for_update(skip_locked=True)

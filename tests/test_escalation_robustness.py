@@ -1,8 +1,11 @@
-"""One broken step must not stop every escalation behind it.
+"""Nothing one incident does may stop the escalation of the others.
 
-Steps run in due order, so a step that raises on every try would be claimed first on every
-tick for ever. After ``POISON_AFTER`` failures in a row it is set aside and its incident is
-put before a dispatcher; a database that is down is never a reason to set a step aside.
+- Steps run in due order, so a step that raises on every try would be claimed first on every
+  tick for ever. After ``POISON_AFTER`` failures in a row it is set aside and its incident is
+  put before a dispatcher; a database that is down is never a reason to set a step aside.
+- The engine never waits for a lock someone else holds on an incident (a dispatcher's action, a
+  responder's reply): it runs the other due steps and comes back to that one, so the two can
+  never deadlock (PostgreSQL would abort one of them, perhaps the responder's acceptance).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,3 +80,19 @@ def test_a_database_outage_never_sets_a_step_aside(
         step_id = session.query(EscalationStep.id).filter_by(incident_id=incident_id).scalar()
     outage = OperationalError("SELECT 1", {}, Exception("connection refused"))
     assert not any(escalation._poisoned(step_id, outage) for _ in range(POISON_AFTER * 3))
+
+
+def test_a_step_whose_incident_someone_is_changing_waits_for_the_next_pass_without_holding_up_others(
+    sessions: sessionmaker[Session], escalation: EscalationEngine, engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite serialises every writer on its one write lock")
+    held = incident_with_step(sessions, "being-changed", late_s=2, lat=-7.75, lon=113.2)
+    other = incident_with_step(sessions, "free", late_s=1, lat=-7.75, lon=113.2)
+    with engine.connect() as dispatcher:
+        dispatcher.execute(text("SELECT id FROM incidents WHERE id = :id FOR UPDATE"), {"id": held})
+        escalation.run_due_steps()  # returns at once: no waiting on the dispatcher's lock
+        assert (step_state(sessions, held), step_state(sessions, other)) == ("pending", "done")
+        dispatcher.rollback()
+    escalation.run_due_steps()
+    assert step_state(sessions, held) == "done"
