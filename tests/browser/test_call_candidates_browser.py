@@ -12,6 +12,8 @@ import itertools
 import re
 from typing import Any
 
+import pytest
+
 from dispatch.models import Incident
 from tests.browser.conftest import Console, shot
 from tests.browser.test_console_browser import Page, StartConsole, expect, incident_ids, login
@@ -95,8 +97,9 @@ def test_the_call_form_shows_both_places_and_logs_the_call_at_the_one_chosen(
     expect(page.locator("#incident-choices")).to_have_count(0)  # nothing left to choose
 
 
+@pytest.mark.parametrize("by", ["button", "marker"])
 def test_the_incident_page_of_a_call_logged_without_choosing_offers_the_same_places(
-    start_console: StartConsole, page: Page
+    start_console: StartConsole, page: Page, by: str
 ) -> None:
     console = call_form(start_console, page)
     page.click("#log-call")  # no preview, no pin: the address alone
@@ -109,12 +112,15 @@ def test_the_incident_page_of_a_call_logged_without_choosing_offers_the_same_pla
     expect(choices).to_have_text(
         ["Pilih 1: Jl. Soekarno-Hatta (Kec. Kademangan) · hasil cari alamat", "Pilih 2: Kel. Kedopok"]
     )
-    shot(page, "incident_address_disagrees")
-
-    choices.nth(1).click()
+    if by == "button":
+        shot(page, "incident_address_disagrees")
+        choices.nth(1).click()
+    else:  # a click on the place's marker is the same choice
+        page.locator("#incident-map .candidate-marker").nth(1).click()
     expect(page.locator(".flash.ok")).to_be_visible()
     assert located(console, incident_id) == (*KEDOPOK, "operator", False, False)
     expect(page.locator("#incident-choices")).to_have_count(0)
     overridden = page.locator("#timeline tr[data-kind=location_overridden]")
     expect(overridden).to_contain_text("rina")
+    expect(overridden).to_contain_text("dipilih karena bagian alamat tidak cocok: Kel. Kedopok")  # the note
     expect(page.locator("#incident-state")).to_have_attribute("data-state", "dispatched", timeout=5_000)
