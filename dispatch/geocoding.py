@@ -713,7 +713,9 @@ class GazetteerGeocoder(Geocoder):
         }
         if c.disagrees:
             # The parts of the address point to different places: the call-taker chooses.
-            here = {"name": display.split(", ")[0], "kind": e.kind, "lat": lat, "lon": lon, "radius_m": radius}
+            # "area" says where the result lies, so the warning can name both places.
+            lies_in = f"Kel. {kelurahan}" if kelurahan else f"Kec. {kecamatan}"
+            here = {"name": parts[0], "kind": e.kind, "lat": lat, "lon": lon, "radius_m": radius, "area": lies_in}
             raw["candidates"] = [
                 here,
                 *(
@@ -759,7 +761,8 @@ class GeocodeResult:
     def candidates(self) -> list[dict[str, Any]]:
         """When the parts of the address disagree: each place they point to, the result first.
 
-        Each is ``{"name", "kind", "lat", "lon", "radius_m"}``; empty when they agree.
+        Each is ``{"name", "kind", "lat", "lon", "radius_m"}``, the result's also ``"area"`` (the
+        kelurahan or kecamatan it lies in, e.g. ``"Kec. Kademangan"``); empty when they agree.
         """
         return [dict(c) for c in self.raw.get("candidates") or []]
 

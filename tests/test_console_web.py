@@ -320,6 +320,41 @@ def test_geocode_preview(service: DispatchService) -> None:
     assert browser.get("/console/geocode.json", params={"address": "Jalan Tidak Ada 999"}).json()["found"] is False
 
 
+@pytest.mark.parametrize(
+    ("language", "warning"),
+    [
+        ("id", "Bagian alamat tidak cocok: Jl. Soekarno-Hatta ada di Kec. Kademangan, 4,2 km dari Kel. Kedopok"),
+        ("en", "The parts of the address disagree: Jl. Soekarno-Hatta is in Kec. Kademangan, 4.2 km from Kel. Kedopok"),
+    ],
+)
+def test_the_preview_of_an_address_whose_parts_disagree_offers_both_places_and_says_why(
+    service: DispatchService, language: str, warning: str
+) -> None:
+    browser = Browser(service)
+    browser.login("rina")
+    browser.post("/console/language", {"lang": language})
+    found = browser.get("/console/geocode.json", params={"address": "Jl. Soekarno-Hatta, Kel. Kedopok"}).json()
+    assert found["found"] is True and found["auto_dispatch"] is False and found["confidence"] < 0.6
+    # The geocoder's pick first (where the preview's lat/lon are), then the kelurahan the caller named.
+    assert found["candidates"] == [
+        {"name": "Jl. Soekarno-Hatta", "kind": "road", "lat": -7.749, "lon": 113.196, "area": "Kec. Kademangan",
+         "picked": True, "apart_m": 0},
+        {"name": "Kel. Kedopok", "kind": "kelurahan", "lat": -7.787, "lon": 113.196, "area": None,
+         "picked": False, "apart_m": found["apart_m"]},
+    ]  # fmt: skip
+    assert (found["lat"], found["lon"]) == (-7.749, 113.196)
+    assert 4150 < found["apart_m"] < 4250
+    assert found["warning"].startswith(warning) and found["warning"].endswith(("di peta.", "on the map."))
+
+
+def test_the_preview_of_an_address_whose_parts_agree_has_no_candidates(service: DispatchService) -> None:
+    browser = Browser(service)
+    browser.login("rina")
+    found = browser.get("/console/geocode.json", params={"address": "Jl. Soekarno-Hatta, Kel. Jati"}).json()
+    assert (found["lat"], found["lon"], found["auto_dispatch"]) == (-7.7479, 113.2231, True)
+    assert "candidates" not in found and "warning" not in found
+
+
 def test_the_event_stream_announces_new_timeline_events(service: DispatchService) -> None:
     browser = Browser(service)
     browser.login("rina")

@@ -535,6 +535,7 @@ def test_a_road_whose_only_point_is_outside_the_named_kelurahan_is_not_found_wit
         ("Kel. Jati", "kelurahan", -7.7470, 113.2240),
     ]
     assert 3000 < result.raw["apart_m"] < 3200
+    assert result.candidates[0]["area"] == "Kec. Kademangan"  # where the pick lies, for the warning
 
 
 def test_a_road_with_a_point_in_the_named_kelurahan_resolves_to_that_point(gazetteer: GazetteerGeocoder) -> None:

@@ -32,6 +32,7 @@ JS_PREFIXES = (
     "assignment.",
     "devices.silent",
     "devices.low_battery",
+    "call.candidate_",
     "call.found",
     "call.not_found",
     "board.updated",

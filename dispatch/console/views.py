@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import (
     Blueprint,
@@ -30,6 +30,7 @@ from flask import (
     session,
     url_for,
 )
+from geopy.distance import geodesic
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -60,6 +61,7 @@ from dispatch.web import api_models as m
 from dispatch.web import i18n as web_i18n
 from dispatch.web.context import WebContext
 from foundation.db import transaction
+from responders.messages import Language, format_distance
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
 
@@ -366,6 +368,9 @@ def _incident_page(incident_id: int, status_code: int = 200) -> Any:
             if u["id"] in involved
         ]
         detail["timeline_rows"] = _timeline(detail["events"])
+        # Still waiting for a location because the address disagrees with itself: offer its places.
+        geocode = incident.geocode or {}
+        choose = _disagreement(geocode.get("candidates") or []) if incident.location_needed else None
         return (
             render_template(
                 "console/incident.html",
@@ -373,6 +378,7 @@ def _incident_page(incident_id: int, status_code: int = 200) -> Any:
                 units=units,
                 map_units=map_units,
                 dispositions=m.DISPOSITIONS,
+                choose=choose,
                 **detail,
             ),
             status_code,
@@ -625,7 +631,42 @@ def geocode_preview() -> Any:
         display_name=result.display_name,
         source=result.source,
         confidence=round(result.confidence, 3),
+        auto_dispatch=_context().calls.auto_dispatches(result),
+        **(_disagreement(result.candidates) or {}),
     )
+
+
+def _disagreement(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The places an address's disagreeing parts point to, for the call-taker to choose from.
+
+    ``candidates``: the geocoder's pick first, then each area named with it that it is not in
+    (``GeocodeResult.candidates``, also kept in an incident's ``geocode``). Each comes back with
+    ``picked`` and ``apart_m`` (from the pick), with a warning in the user's language naming both.
+    """
+    if len(candidates) < 2:
+        return None
+    pick = candidates[0]
+    choices = [
+        {
+            "name": c["name"],
+            "kind": c.get("kind"),
+            "lat": c["lat"],
+            "lon": c["lon"],
+            "area": c.get("area"),
+            "picked": index == 0,
+            "apart_m": round(geodesic((pick["lat"], pick["lon"]), (c["lat"], c["lon"])).meters),
+        }
+        for index, c in enumerate(candidates)
+    ]
+    named = choices[1]
+    warning = _t(
+        "geocode.disagree",
+        street=pick["name"],
+        area=pick.get("area") or "—",
+        distance=format_distance(cast(Language, _language()), named["apart_m"]),
+        named=named["name"],
+    )
+    return {"candidates": choices, "apart_m": named["apart_m"], "warning": warning}
 
 
 # -- units, devices, statistics ------------------------------------------------------------

@@ -48,6 +48,7 @@ KEYS = (
     N_("bucket.on_scene"),
     N_("bucket.paging"),
     # call
+    N_("call.candidate_chosen"),
     N_("call.found"),
     N_("call.not_found"),
     # channel

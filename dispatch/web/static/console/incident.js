@@ -14,7 +14,13 @@
       .addTo(map);
     points.push([unit.lat, unit.lon]);
   }
-  ConsoleMap.fit(map, points, 16);
+  // An address whose parts disagree: its places on the map; a click on one is its button's choice.
+  const candidates = JSON.parse(el.dataset.candidates || "[]");
+  if (candidates.length) {
+    ConsoleMap.candidates(map, candidates, (c, i) => document.getElementById("candidate-" + i).requestSubmit());
+    for (const c of candidates) points.push([c.lat, c.lon]);
+  }
+  ConsoleMap.fit(map, points, 16, candidates.length ? 60 : 40);
   // Keep the live part's state in the page title: a glance at the tab shows it.
   document.addEventListener("console:updated", () => {
     const state = document.getElementById("incident-state");

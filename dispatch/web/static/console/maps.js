@@ -51,11 +51,40 @@ const ConsoleMap = (() => {
 
   // Show every given point (and nothing much else); programmatic moves are not animated, so the
   // map is where it should be at once (and in screenshots).
-  function fit(map, points, maxZoom) {
+  function fit(map, points, maxZoom, padding) {
     const present = points.filter((p) => p && p[0] !== null && p[1] !== null);
     if (!present.length) return;
     if (present.length === 1) map.setView(present[0], maxZoom || 16, {animate: false});
-    else map.fitBounds(L.latLngBounds(present), {padding: [40, 40], maxZoom: maxZoom || 16, animate: false});
+    else map.fitBounds(L.latLngBounds(present), {padding: [padding || 40, padding || 40], maxZoom: maxZoom || 16, animate: false});
+  }
+
+  // "Jl. Soekarno-Hatta (Kec. Kademangan)": a candidate as the warning, buttons and labels name it.
+  function candidateName(c) {
+    return c.area ? c.name + " (" + c.area + ")" : c.name;
+  }
+
+  // The places an address's disagreeing parts point to, the geocoder's pick first: numbered markers
+  // (the pick in the preview's purple, the others orange), each labelled on the side away from the
+  // others so no label covers another marker. A click on one calls choose(candidate, index).
+  function candidates(map, list, choose) {
+    const layer = L.layerGroup().addTo(map);
+    const middle = list.reduce((sum, c) => sum + c.lat, 0) / list.length;
+    list.forEach((c, i) => {
+      const number = document.createElement("span");
+      number.textContent = String(i + 1);
+      const icon = L.divIcon({
+        className: "candidate-marker" + (c.picked ? " picked" : ""), html: number, iconSize: [28, 28], iconAnchor: [14, 14],
+      });
+      const above = c.lat > middle || (c.lat === middle && i % 2 === 0);
+      const marker = L.marker([c.lat, c.lon], {icon, title: candidateName(c), zIndexOffset: 500}).addTo(layer);
+      marker.bindTooltip(document.createTextNode((i + 1) + " · " + candidateName(c)), {
+        permanent: true, direction: above ? "top" : "bottom", offset: [0, above ? -14 : 14], className: "candidate-label",
+      });
+      marker.on("click", () => choose(c, i));
+      const el = marker.getElement();
+      if (el) el.dataset.candidate = String(i);
+    });
+    return layer;
   }
 
   function color(service) { return SERVICE_COLORS[service] || "#475569"; }
@@ -99,5 +128,5 @@ const ConsoleMap = (() => {
     return {place, marker: () => marker};
   }
 
-  return {create, color, number, pin, fit};
+  return {create, color, number, pin, fit, candidates, candidateName};
 })();
