@@ -209,7 +209,7 @@ class CallDesk:
         if geocode:
             timeline.record(
                 session,
-                "geocode_failed" if "error" in geocode else "geocoded",
+                _geocode_kind(geocode),
                 actor="system",
                 incident_id=incident.id,
                 at=now,
@@ -301,3 +301,10 @@ def prank_count(session: Session, caller_number: str | None) -> int:
             .where(Incident.caller_number == caller_number, Incident.classification == "prank")
         ).scalar_one()
     )
+
+
+def _geocode_kind(geocode: dict[str, Any]) -> str:
+    """The timeline's word for a lookup: found, found too loosely to send anyone (a person chooses), or not."""
+    if "error" in geocode:
+        return "geocode_failed"
+    return "geocoded_uncertain" if geocode.get("auto_dispatch") is False else "geocoded"

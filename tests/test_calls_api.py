@@ -240,6 +240,9 @@ def test_an_address_whose_parts_disagree_is_not_dispatched_and_shows_both_places
     assert count(sessions, Assignment) == 0  # nobody sent to a place the address does not agree on
     [flag] = [e for e in detail["timeline"] if e["kind"] == "flagged_for_review"]
     assert flag["data"]["geocode_confidence"] == geocode["confidence"]
+    # The timeline never says "found" for a place nobody may be sent to.
+    assert "geocoded_uncertain" in [e["kind"] for e in detail["timeline"]]
+    assert "geocoded" not in [e["kind"] for e in detail["timeline"]]
     chosen = geocode["candidates"][1]  # the call-taker picks Kel. Mayangan
     api(
         service,

@@ -27,7 +27,7 @@ LITERAL = re.compile(r'^"([a-z_]+)"$')
 # A new expression fails the test below until it is added here (and its kinds get sentences).
 DYNAMIC: dict[str, tuple[str, ...]] = {
     'f"step_{spec.action}"': ("step_notify_unit", "step_next_unit", "step_supervisor"),
-    '"geocode_failed" if "error" in geocode else "geocoded"': ("geocode_failed", "geocoded"),
+    "_geocode_kind(geocode)": ("geocode_failed", "geocoded", "geocoded_uncertain"),  # dispatch/calls.py
     "kind": (
         "cancelled",
         "cancelled_by_resident",  # dispatch/intake.py cancel

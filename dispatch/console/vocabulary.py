@@ -120,6 +120,7 @@ KEYS = (
     N_("event.flagged_for_review"),
     N_("event.geocode_failed"),
     N_("event.geocoded"),
+    N_("event.geocoded_uncertain"),
     N_("event.location_overridden"),
     N_("event.no_supervisor"),
     N_("event.no_unit_available"),
