@@ -109,6 +109,7 @@ class EmbeddedBroker:
                     "autosave_interval 5",
                     "max_queued_messages 0",
                     "max_inflight_messages 100",
+                    "set_tcp_nodelay true",  # no Nagle delay on small messages (config/mosquitto.conf)
                     "",
                 ]
             ),
