@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from geopy.distance import geodesic
-from sqlalchemy import select
+from sqlalchemy import exists, func, literal, select, union_all
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from devices.models import Device
@@ -83,21 +84,45 @@ def what_happened(incident: Incident, device: Device | None) -> dict[str, str | 
 def alert_code(session: Session, phone: str, assignment: Assignment) -> int:
     """The recipient's short code for this assignment: reused if given before, else the smallest free.
 
-    Unique (phone, code) and (phone, assignment) constraints make a race between
-    two workers fail loudly (and retry) instead of handing out one code twice.
+    The smallest free code is found by the database (one query on the (phone, code) index), not
+    by reading every code the phone holds (hundreds after a burst). Two workers choosing for one
+    phone at once may pick the same code: the loser's insert fails on the unique constraint
+    inside a savepoint and it picks again, instead of rolling its whole step back.
     """
-    existing = session.execute(
-        select(AlertCode.code).where(AlertCode.phone == phone, AlertCode.assignment_id == assignment.id)
-    ).scalar_one_or_none()
-    if existing is not None:
-        return existing
-    used = set(session.execute(select(AlertCode.code).where(AlertCode.phone == phone)).scalars())
-    # 86 is never a code: "SIAP 86" is police slang for "understood" (responders.replies).
-    taken = used | {int(SLANG_UNDERSTOOD)}
-    code = next(n for n in range(1, len(taken) + 2) if n not in taken)
-    session.add(AlertCode(phone=phone, code=code, assignment_id=assignment.id, incident_id=assignment.incident_id))
-    session.flush()
-    return code
+    for _ in range(_CODE_ATTEMPTS):
+        existing = session.execute(
+            select(AlertCode.code).where(AlertCode.phone == phone, AlertCode.assignment_id == assignment.id)
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
+        code = _smallest_free_code(session, phone)
+        try:
+            with session.begin_nested():
+                session.add(
+                    AlertCode(phone=phone, code=code, assignment_id=assignment.id, incident_id=assignment.incident_id)
+                )
+        except IntegrityError:
+            continue  # another worker took this code (or gave this assignment one) just now
+        return code
+    raise RuntimeError(f"no free alert code after {_CODE_ATTEMPTS} attempts")
+
+
+# Concurrent pickers for one phone each lose at most a few times; more means something is wrong.
+_CODE_ATTEMPTS = 8
+
+
+def _smallest_free_code(session: Session, phone: str) -> int:
+    # 86 is never a code: "SIAP 86" is police slang for "understood" (responders.replies), so it
+    # counts as taken; the smallest free code is then 1, or the first gap after a taken one.
+    taken = union_all(
+        select(AlertCode.code.label("code")).where(AlertCode.phone == phone),
+        select(literal(int(SLANG_UNDERSTOOD)).label("code")),
+    ).cte("taken")
+    after, next_one = taken.alias("after"), taken.alias("next_one")
+    if not session.execute(select(exists().where(taken.c.code == 1))).scalar_one():
+        return 1
+    gap = select(func.min(after.c.code + 1)).where(~exists().where(next_one.c.code == after.c.code + 1))
+    return int(session.execute(gap).scalar_one())
 
 
 def release_codes(session: Session, assignment_id: int) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.alerts import alert_code, release_codes
@@ -37,3 +42,27 @@ def test_a_code_is_stable_for_its_alert_and_free_again_once_released(sessions: s
         release_codes(session, first.id)
         session.flush()
         assert alert_code(session, PHONE, third) == 1
+
+
+def test_two_workers_choosing_for_one_phone_at_once_get_different_codes_and_neither_rolls_back(
+    sessions: sessionmaker[Session], engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("concurrent writers: SQLite lets one writer at a time")
+    with transaction(sessions) as session:
+        first_id, second_id = (new_assignment(session, n).id for n in range(2))
+    chosen = threading.Event()
+
+    def first_worker() -> None:
+        with transaction(sessions) as session:
+            assert alert_code(session, PHONE, session.get_one(Assignment, first_id)) == 1
+            chosen.set()
+            time.sleep(0.5)  # not committed yet: the second worker cannot see code 1 taken
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    assert chosen.wait(5)
+    with transaction(sessions) as session:
+        # Picks 1 too, waits on the unique index until the first commits, then picks again.
+        assert alert_code(session, PHONE, session.get_one(Assignment, second_id)) == 2
+    worker.join()
