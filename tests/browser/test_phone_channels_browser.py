@@ -8,7 +8,7 @@ simulator's gateway reply box (a signed ``sms:received`` webhook to the service)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 
@@ -18,12 +18,7 @@ from tests.browser.conftest import Console, shot
 from tests.conftest import eventually
 from tests.responder_helpers import UNIT_PHONES, fast_escalation, notifications
 
-if TYPE_CHECKING:
-    from playwright.sync_api import Page
-else:  # the module must import (and skip) where Playwright is not installed
-    Page = Any
-
-try:
+try:  # the module must import (and skip) where Playwright is not installed
     from playwright.sync_api import expect
 except ImportError:  # pragma: no cover - skipped by conftest
     expect = None
@@ -43,7 +38,7 @@ def accepted_by(console: Console) -> str | None:
 
 
 def test_each_message_names_its_channel_and_a_reply_through_the_gateway_accepts(
-    start_console: Callable[..., Console], page: Page, broker_url: str
+    start_console: Callable[..., Console], page: Any, broker_url: str
 ) -> None:
     console = start_console(sms_gateway={"sandbox": True}, escalation=SMS_AND_CALL)
     with SimulatedDevice(broker_url, "BTN-0001") as button:
