@@ -278,14 +278,15 @@ class DispatchService:
 
         The settings are rewritten as if SMS_GATEWAY_URL/USERNAME/PASSWORD/SIGNING_KEY pointed at
         it, so the provider, the webhook registration and the webhook's signature check are the
-        production code paths. Nothing is written to disk; the secrets live as long as the process.
+        production code paths. The secrets live as long as the process (never logged or written);
+        the stand-in's message log is kept in the data dir (0600), like the Twilio sandbox's.
         """
         username, password, signing_key = (
             "demo-" + secrets.token_hex(4),
             secrets.token_urlsafe(18),
             secrets.token_urlsafe(32),
         )
-        self.sms_gateway_sandbox = GatewayStore()
+        self.sms_gateway_sandbox = GatewayStore(path=self.settings.data_dir / "sandbox-sms-gateway.json")
         gateway: SmsGatewaySettings = self.settings.sms_gateway.model_copy(
             update={
                 "url": f"http://127.0.0.1:{self.web_port}{SMS_GATEWAY_SANDBOX_PREFIX}",

@@ -9,6 +9,7 @@ so the demo walks the production code path of an Indonesian responder's SMS ackn
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -76,7 +77,8 @@ def test_a_plus62_responder_is_paged_through_the_gateway_and_accepts_by_replying
         assert assignment.accepted_unit_id == "POL-01"
         assert session.execute(select(EscalationStep).where(EscalationStep.state == "pending")).all() == []
     eventually(lambda: (c := sandbox(service).call(call.sid)) is not None and c.status == "canceled", timeout=10)
-    assert {"sms_reply", "accepted", "call_ended"} <= set(kinds(sessions, incident_id))
+    # call_ended is written once Twilio has answered the hang-up.
+    eventually(lambda: {"sms_reply", "accepted", "call_ended"} <= set(kinds(sessions, incident_id)))
     # The confirmation goes back on the channel the reply came in on, and the simulator shows it all.
     eventually(lambda: len(stand_in(service).outbound_to(POL01)) == 2, timeout=10)
     shown = requests.get(gateway_url(service, "/phones.json"), timeout=5).json()["messages"]
@@ -92,7 +94,8 @@ def test_the_stand_in_keeps_its_made_up_secrets_to_itself(
     password, key = gateway.password.get_secret_value(), gateway.signing_key.get_secret_value()
     assert len(password) >= 20 and len(key) >= 40
     assert password not in caplog.text and key not in caplog.text
-    assert not list(service.settings.data_dir.glob("*gateway*"))  # nothing written to disk
+    written = "".join(p.read_text(errors="replace") for p in service.settings.data_dir.rglob("*") if p.is_file())
+    assert password not in written and key not in written
     # Its API wants them, like the app; only the simulated phones' screen and keyboard are open.
     assert requests.get(gateway_url(service, "/health"), timeout=5).status_code == 401
     assert requests.get(gateway_url(service, "/health"), auth=(gateway.username or "", password), timeout=5).ok
@@ -145,3 +148,30 @@ def test_dispatch_demo_runs_the_gateway_stand_in(demo_process: tuple[int, list[s
     assert view["messages"] == [] and view["offline"] is False
     page = requests.get(f"{base}/sandbox/twilio/phones?lang=en", timeout=5).text
     assert f"{SMS_GATEWAY_SANDBOX_PREFIX}/phones/sms" in page  # the simulator's reply box through the gateway
+
+
+def test_the_gateway_phone_keeps_its_messages_across_a_restart_in_an_owner_only_file(
+    make_settings: Callable[..., Settings], roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    settings = make_settings(**DEMO, escalation=SMS_THEN_CALL)
+    first = DispatchService(settings)
+    first.start()
+    try:
+        assert first.gateway.wait_connected(10)
+        with SimulatedDevice(broker_url, "BTN-0001") as button:
+            button.wait_status(button.press("demo-gateway-restart"))
+        [alert] = eventually(lambda: [m for m in stand_in(first).outbound_to(POL01) if m.state == "Delivered"])
+    finally:
+        first.stop(forget_mqtt_session=True)
+    saved = settings.data_dir / "sandbox-sms-gateway.json"
+    assert stat.S_IMODE(os.stat(saved).st_mode) == 0o600  # numbers and live links: owner only
+
+    second = DispatchService(settings)
+    second.start()
+    try:
+        shown = requests.get(gateway_url(second, "/phones.json"), timeout=5).json()["messages"]
+        assert [(m["id"], m["state"], m["text"]) for m in shown] == [(alert.id, "Delivered", alert.text)]
+        [sms] = [n for n in notifications(sessions) if n.channel == "sms"]
+        assert sms.provider_sid == alert.id
+    finally:
+        second.stop(forget_mqtt_session=True)

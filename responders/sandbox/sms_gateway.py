@@ -23,12 +23,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
 from flask import Blueprint, Response, jsonify, request
+
+from foundation.private_files import replace_private_file
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,12 @@ class GatewaySms:
 
 @dataclass
 class GatewayStore:
-    """Everything the stand-in saw, thread-safe; the knobs tests turn."""
+    """Everything the stand-in saw, thread-safe; the knobs tests turn.
+
+    With a ``path`` (the demo: ``data_dir/sandbox-sms-gateway.json``, 0600) its SMS outlive the
+    process, like the phone's own message log: after a restart the simulator still shows them,
+    and a page in doubt is found by its id instead of being sent again.
+    """
 
     messages: list[GatewaySms] = field(default_factory=list)
     webhooks: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {url, event}
@@ -53,6 +61,25 @@ class GatewayStore:
     offline: bool = False
     down: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            self.messages = [
+                GatewaySms(**{**m, "created_at": datetime.fromisoformat(m["created_at"])}) for m in saved["messages"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("sms gateway sandbox: cannot read %s (%s); the phone starts empty", self.path, exc)
+
+    def save(self) -> None:
+        """Write the message log (call with the lock held, after each change)."""
+        if self.path is None:
+            return
+        messages = [{**asdict(m), "created_at": m.created_at.isoformat()} for m in self.messages]
+        replace_private_file(self.path, json.dumps({"messages": messages}))
 
     def outbound_to(self, phone: str) -> list[GatewaySms]:
         with self.lock:
@@ -159,6 +186,7 @@ def create_sms_gateway_blueprint(
                     return
                 sms.state = state
                 to = sms.to
+                store.save()
             stamp_key = "sentAt" if state == "Sent" else "deliveredAt"
             deliver(event, {"messageId": message_id, "phoneNumber": to, stamp_key: _now_iso()})
 
@@ -175,6 +203,7 @@ def create_sms_gateway_blueprint(
                 return _error(409, f"message {message_id} already exists")
             sms = GatewaySms(message_id, str(numbers[0]), str(text), "Pending", datetime.now(UTC))
             store.messages.append(sms)
+            store.save()
         threading.Thread(target=progress, args=(message_id,), name=f"gw-{message_id[-6:]}", daemon=True).start()
         return jsonify(state_json(sms)), 202
 
@@ -221,6 +250,7 @@ def create_sms_gateway_blueprint(
         message_id = hashlib.sha256(f"{phone}|{text}|{time.time_ns()}".encode()).hexdigest()[:16]
         with store.lock:
             store.messages.append(GatewaySms(message_id, phone, text, "Received", datetime.now(UTC), "inbound"))
+            store.save()
         answers = deliver(
             "sms:received",
             {"messageId": message_id, "message": text, "phoneNumber": phone, "simNumber": 1, "receivedAt": _now_iso()},
