@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,24 +155,27 @@ def test_the_gateway_phone_keeps_its_messages_across_a_restart_in_an_owner_only_
     make_settings: Callable[..., Settings], roster: None, sessions: sessionmaker[Session], broker_url: str
 ) -> None:
     settings = make_settings(**DEMO, escalation=SMS_THEN_CALL)
-    first = DispatchService(settings)
-    first.start()
-    try:
-        assert first.gateway.wait_connected(10)
+    with one_life(settings) as first:
         with SimulatedDevice(broker_url, "BTN-0001") as button:
             button.wait_status(button.press("demo-gateway-restart"))
         [alert] = eventually(lambda: [m for m in stand_in(first).outbound_to(POL01) if m.state == "Delivered"])
-    finally:
-        first.stop(forget_mqtt_session=True)
     saved = settings.data_dir / "sandbox-sms-gateway.json"
     assert stat.S_IMODE(os.stat(saved).st_mode) == 0o600  # numbers and live links: owner only
 
-    second = DispatchService(settings)
-    second.start()
-    try:
+    with one_life(settings) as second:
         shown = requests.get(gateway_url(second, "/phones.json"), timeout=5).json()["messages"]
         assert [(m["id"], m["state"], m["text"]) for m in shown] == [(alert.id, "Delivered", alert.text)]
         [sms] = [n for n in notifications(sessions) if n.channel == "sms"]
         assert sms.provider_sid == alert.id
+
+
+@contextmanager
+def one_life(settings: Settings) -> Iterator[DispatchService]:
+    """One run of the service on ``settings``; a restart is a second one on the same data dir."""
+    service = DispatchService(settings)
+    service.start()
+    try:
+        assert service.gateway.wait_connected(10)
+        yield service
     finally:
-        second.stop(forget_mqtt_session=True)
+        service.stop(forget_mqtt_session=True)
