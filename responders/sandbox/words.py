@@ -53,7 +53,6 @@ WORDS: dict[str, dict[str, str]] = {
         "twilio_messages": "SMS lewat Twilio",
         "gateway_reply_as": "Balas lewat gateway (seperti SMS biasa)…",
         "gateway_send": "Balas lewat gateway",
-        "gateway_offline": "ponsel gateway luring",
         "gateway_no_hook": "belum ada webhook sms:received terdaftar",
     },
     "en": {
@@ -99,7 +98,6 @@ WORDS: dict[str, dict[str, str]] = {
         "twilio_messages": "SMS via Twilio",
         "gateway_reply_as": "Reply through the gateway (a plain SMS)…",
         "gateway_send": "Reply via gateway",
-        "gateway_offline": "gateway phone offline",
         "gateway_no_hook": "no sms:received webhook registered yet",
     },
 }
