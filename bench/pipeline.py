@@ -1,4 +1,8 @@
-"""Pipeline benchmark: a press published over MQTT -> the SMS request at a Twilio-compatible server.
+"""Pipeline benchmark: a press published over MQTT -> the SMS request at the provider's server.
+
+The provider is the Twilio-compatible server (default), the SMS Gateway for Android stand-in
+(``--provider sms_gateway``: the gateway carries SMS to the roster's +62 numbers, as in the
+demo), or both, one run after the other (``--provider both``), each printed, then side by side.
 
 Starts, in this one process,
 - a standalone Twilio-compatible server (``responders.sandbox``), the way
@@ -22,6 +26,7 @@ bounded below by the 1 s scheduler tick.
 Usage:
     python bench/pipeline.py                       # SQLite file + embedded broker, 50/s for 30 s
     python bench/pipeline.py --rate 20 --seconds 10
+    python bench/pipeline.py --rate 5 --seconds 30 --provider both
     python bench/pipeline.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
                              --mqtt mqtt://127.0.0.1:1883
 
@@ -56,6 +61,7 @@ from dispatch.service import DispatchService
 from foundation.db import make_engine, transaction
 from foundation.settings import load_settings
 from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
+from responders.sandbox.sms_gateway import GatewayStore, run_standalone
 from responders.sandbox.store import SandboxMessage
 
 ROSTER = Path(__file__).resolve().parent.parent / "config" / "roster.example.yaml"
@@ -140,6 +146,38 @@ class TwilioServer:
         stop_sandbox_server(self._thread, self._server)
 
 
+@dataclass
+class GatewayServer:
+    """A standalone SMS Gateway for Android stand-in in a thread of this process."""
+
+    username: str = "bench"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    store: GatewayStore = field(default_factory=GatewayStore)
+
+    def __post_init__(self) -> None:
+        self.url, self._stop = run_standalone(self.store, self.username, self.password, self.signing_key)
+
+    def settings(self) -> dict[str, Any]:
+        return {"url": self.url, "username": self.username, "password": self.password, "signing_key": self.signing_key}
+
+    def arrivals(self) -> dict[str, datetime]:
+        """Message id (ours: the outbox row's key, also its provider_sid) -> when the stand-in took it."""
+        with self.store.lock:
+            return {m.id: m.created_at for m in self.store.messages if m.direction == "outbound"}
+
+    def wait_for(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.arrivals()) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def stop(self) -> None:
+        self._stop()
+
+
 # -- log records worth reporting -----------------------------------------------------------------
 
 
@@ -191,7 +229,10 @@ def reset_postgresql(url: str) -> None:
     engine.dispose()
 
 
-def run(database: str | None, mqtt_url: str | None, rate: float, seconds: float, settle_s: float) -> None:
+def run(
+    database: str | None, mqtt_url: str | None, rate: float, seconds: float, settle_s: float, provider: str
+) -> list[float]:
+    """One run through ``provider`` ("twilio" or "sms_gateway"); the press -> SMS latencies (ms)."""
     tally = LogTally()
     root = logging.getLogger()
     root.addHandler(tally)  # also keeps logging's last-resort handler from printing each record
@@ -204,6 +245,7 @@ def run(database: str | None, mqtt_url: str | None, rate: float, seconds: float,
         web_port = free_port()
         public_url = f"http://127.0.0.1:{web_port}"
         twilio = TwilioServer(public_url)
+        gateway = GatewayServer() if provider == "sms_gateway" else None
         try:
             overrides: dict[str, Any] = {
                 "data_dir": tmp,
@@ -225,6 +267,8 @@ def run(database: str | None, mqtt_url: str | None, rate: float, seconds: float,
                     "policies": {service: ONE_STEP_POLICY for service in ("police", "disaster", "ambulance")},
                 },
             }
+            if gateway is not None:
+                overrides["sms_gateway"] = gateway.settings()  # +62 numbers: the gateway first
             service = DispatchService(load_settings(environ={}, overrides=overrides))
             try:
                 service.start()
@@ -232,14 +276,18 @@ def run(database: str | None, mqtt_url: str | None, rate: float, seconds: float,
                     raise RuntimeError("the service did not connect to the broker within 10 s")
                 with transaction(service.sessions) as session:
                     apply_roster(session, load_roster(ROSTER))
-                url = mqtt_url or f"mqtt://127.0.0.1:{service.settings.mqtt.embedded_port}"
-                measure(service, twilio, url, rate, seconds, settle_s)
+                # The embedded broker refuses anonymous clients: publish with its generated credentials.
+                url = mqtt_url or (service.broker.url if service.broker is not None else "")
+                latencies = measure(service, twilio, gateway, url, rate, seconds, settle_s)
             finally:
                 service.stop(forget_mqtt_session=True)
         finally:
             twilio.stop()
+            if gateway is not None:
+                gateway.stop()
             root.removeHandler(tally)
     report_logs(tally)
+    return latencies
 
 
 def publish_presses(url: str, rate: float, count: int, tag: str) -> Published:
@@ -321,20 +369,34 @@ def read_joins(service: DispatchService, tag: str) -> list[Joined]:
 
 
 def measure(
-    service: DispatchService, twilio: TwilioServer, url: str, rate: float, seconds: float, settle_s: float
-) -> None:
+    service: DispatchService,
+    twilio: TwilioServer,
+    gateway: GatewayServer | None,
+    url: str,
+    rate: float,
+    seconds: float,
+    settle_s: float,
+) -> list[float]:
     clock = ClockReference.take()
     count = max(1, round(rate * seconds))
     tag = uuid.uuid4().hex[:8]
     twilio.store.expect(count)
     published = publish_presses(url, rate, count, tag)
-    complete = twilio.store.all_arrived.wait(settle_s)
+    if gateway is None:
+        complete = twilio.store.all_arrived.wait(settle_s)
+    else:
+        complete = gateway.wait_for(count, settle_s)
     # Let the last status callbacks reach the service before it stops.
     time.sleep(1.0)
 
     joins = read_joins(service, tag)
-    messages = {m.sid: m for m in twilio.store.messages if m.direction == "outbound-api"}
-    arrived_hook = dict(twilio.store.arrived)
+    if gateway is None:
+        server = "the Twilio server"
+        messages = {m.sid: m.created_at for m in twilio.store.messages if m.direction == "outbound-api"}
+        arrived_hook = dict(twilio.store.arrived)
+    else:
+        server = "the SMS gateway stand-in"
+        messages, arrived_hook = gateway.arrivals(), {}  # no store hook there: its created_at alone
     latencies: list[float] = []
     hook_skew: list[float] = []
     stage_names = ("publish->receive", "receive->page written", "written->claimed", "claimed->SMS at server")
@@ -342,16 +404,17 @@ def measure(
     matched: set[str] = set()
     last_arrival = published.last
     for row in joins:
-        message = messages.get(row.provider_sid or "")
-        if message is None:
+        sid = row.provider_sid or ""
+        created_at = messages.get(sid)
+        if created_at is None:
             continue
-        matched.add(message.sid)
+        matched.add(sid)
         sent = published.sent[row.press_id]
-        arrival = clock.to_perf(message.created_at)
+        arrival = clock.to_perf(created_at)
         last_arrival = max(last_arrival, arrival)
         latencies.append((arrival - sent) * 1000)
-        if message.sid in arrived_hook:
-            hook_skew.append((arrived_hook[message.sid] - arrival) * 1000)
+        if sid in arrived_hook:
+            hook_skew.append((arrived_hook[sid] - arrival) * 1000)
         received = clock.to_perf(row.opened_at)
         stages["publish->receive"].append((received - sent) * 1000)
         if row.notification_created_at is not None and row.claimed_at is not None:
@@ -380,13 +443,13 @@ def measure(
     )
     print(f"  incidents committed: {len(joins)}")
     print(
-        f"  SMS received by the Twilio server: {len(messages)}"
+        f"  SMS received by {server}: {len(messages)}"
         f" (matched to a press: {len(matched)}, all arrived within {settle_s:g}s: {complete});"
         f" unit SMS notifications by state: {dict(sorted(states.items()))}"
     )
     if latencies:
         print(
-            "  press publish -> SMS request at the Twilio server:"
+            f"  press publish -> SMS request at {server}:"
             f" p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms,"
             f" p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms"
             f" (min {min(latencies):.1f} ms, n={len(latencies)})"
@@ -397,15 +460,23 @@ def measure(
                     f"    {name:<24} p50 {percentile(values, 50):7.1f}  p90 {percentile(values, 90):7.1f}"
                     f"  p99 {percentile(values, 99):7.1f}  max {max(values):7.1f} ms"
                 )
+        check = (
+            f", cross-checked by a store hook: hook - created_at p50 {percentile(hook_skew, 50):.2f} ms,"
+            f" max {max(hook_skew):.2f} ms"
+            if hook_skew
+            else " (no store hook on this server)"
+        )
         print(
             f"  last SMS {(last_arrival - published.last) * 1000:.0f} ms after the last publish;"
-            " arrival from the server's created_at, cross-checked by a store hook:"
-            f" hook - created_at p50 {percentile(hook_skew, 50):.2f} ms,"
-            f" max {max(hook_skew, default=0.0):.2f} ms"
+            f" arrival from the server's created_at{check}"
         )
-    callbacks = twilio.store.webhooks
-    failed = [w for w in callbacks if not w.ok]
-    print(f"  status callbacks to the service: {len(callbacks)} ({len(failed)} not 2xx)")
+    if gateway is None:
+        statuses = [200 if w.ok else 0 for w in twilio.store.webhooks]
+    else:
+        statuses = [int(d["status"]) for d in gateway.store.deliveries]
+    failed = [s for s in statuses if not 200 <= s < 300]
+    print(f"  status callbacks to the service: {len(statuses)} ({len(failed)} not 2xx)")
+    return latencies
 
 
 def report_logs(tally: LogTally) -> None:
@@ -426,10 +497,30 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50, help="presses per second (default 50)")
     parser.add_argument("--seconds", type=float, default=30, help="how long to publish (default 30)")
     parser.add_argument("--settle", type=float, default=120, help="seconds to wait after the last press for every SMS")
+    parser.add_argument(
+        "--provider",
+        choices=("twilio", "sms_gateway", "both"),
+        default="twilio",
+        help="where the SMS go: the Twilio-compatible server, the SMS gateway stand-in, or one run each",
+    )
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0:
         parser.error("--rate and --seconds must be positive")
-    run(args.database, args.mqtt, args.rate, args.seconds, args.settle)
+    providers = ("twilio", "sms_gateway") if args.provider == "both" else (args.provider,)
+    results = {}
+    for provider in providers:
+        print(f"[provider {provider}]")
+        results[provider] = run(args.database, args.mqtt, args.rate, args.seconds, args.settle, provider)
+    if len(results) > 1:
+        print("press publish -> first alert SMS at the provider, per provider:")
+        for provider, latencies in results.items():
+            summary = (
+                f"p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms,"
+                f" p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms (n={len(latencies)})"
+                if latencies
+                else "no SMS matched"
+            )
+            print(f"  {provider:<12} {summary}")
 
 
 if __name__ == "__main__":

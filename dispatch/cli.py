@@ -64,10 +64,17 @@ def serve(host: str | None, port: int | None, sandbox: bool) -> None:
 @click.option("--host", default=None)
 @click.option("--port", type=int, default=None)
 def demo(host: str | None, port: int | None) -> None:
-    """Serve with the example roster loaded (embedded broker, SQLite and Twilio sandbox unless configured)."""
+    """Serve with the example roster loaded (embedded broker, SQLite and Twilio sandbox unless configured).
+
+    With the Twilio sandbox and no SMS_GATEWAY_URL, an SMS Gateway for Android stand-in runs
+    beside it, so +62 responders are paged, and reply, by two-way SMS through the "gateway".
+    """
     overrides = _web_overrides(host, port)
-    if _settings(overrides).twilio.account_sid is None:
+    configured = _settings(overrides)
+    if configured.twilio.account_sid is None:
         overrides["twilio"] = {"sandbox": True}
+        if configured.sms_gateway.url is None:
+            overrides["sms_gateway"] = {"sandbox": True}
     _serve(_settings(overrides), roster=EXAMPLE_ROSTER)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Blueprint
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from waitress.server import create_server
@@ -42,15 +43,17 @@ from dispatch.web import WebContext, create_app, sms_gateway_hooks
 from foundation.clock import as_utc, utcnow
 from foundation.db import make_engine, make_session_factory, transaction
 from foundation.private_files import private_dir
-from foundation.settings import Settings, WebSettings
+from foundation.settings import Settings, SmsGatewaySettings, WebSettings
 from responders.channels import Channels, SendFailed, TwilioChannels
 from responders.sandbox import SandboxStore, create_sandbox_blueprint
+from responders.sandbox.sms_gateway import GatewayStore, create_sms_gateway_blueprint
 from responders.sms_gateway import AndroidSmsGateway
 from responders.twilio_client import make_twilio_client
 
 log = logging.getLogger(__name__)
 
 SANDBOX_PREFIX = "/sandbox/twilio"
+SMS_GATEWAY_SANDBOX_PREFIX = "/sandbox/sms-gateway"
 SANDBOX_ACCOUNT_SID = "AC" + "0" * 32
 
 
@@ -86,6 +89,7 @@ class DispatchService:
     calls: CallDesk = field(init=False)
     scheduler: BackgroundScheduler = field(init=False)
     sandbox: SandboxStore | None = field(init=False, default=None)
+    sms_gateway_sandbox: GatewayStore | None = field(init=False, default=None)  # the demo's stand-in
     twilio_auth_token: str = field(init=False, default="")  # validates webhook signatures
     _stopping: threading.Event = field(init=False, default_factory=threading.Event)
     web_port: int = field(init=False, default=0)
@@ -113,6 +117,7 @@ class DispatchService:
         self.web_port = settings.web.port or _free_port(settings.web.host)
 
         providers, self.twilio_auth_token, extra_blueprints = self._phone_providers()
+        settings = self.settings  # with the gateway stand-in's generated settings, in the demo
         self.escalation = EscalationEngine(self.sessions, settings, self._publish, lambda: self.public_base)
         self.watchdog = Watchdog(settings.watchdog.stall_after_s, lambda: self.gateway.stalled_for())
         self.outbox = Outbox(
@@ -224,7 +229,8 @@ class DispatchService:
         Twilio: the real account when configured, the built-in sandbox only when asked for; same
         SDK path. Raises ConfigurationError with neither: the sandbox publishes every page with its
         live one-tap links, so it is never the silent fallback of a production server.
-        The SMS gateway: when ``sms_gateway.url`` is set.
+        The SMS gateway: when ``sms_gateway.url`` is set, or its stand-in beside the Twilio
+        sandbox when ``sms_gateway.sandbox`` (the demo).
         """
         twilio = self.settings.twilio
         blueprints: list[tuple[Blueprint, str]] = []
@@ -240,6 +246,8 @@ class DispatchService:
             api_base = f"http://127.0.0.1:{self.web_port}{SANDBOX_PREFIX}"
             # Kept in the data dir: the phone simulator still shows every phone after a restart.
             self.sandbox = SandboxStore(self.settings.data_dir / "sandbox-twilio.json")
+            if self.settings.sms_gateway.sandbox:
+                blueprints.append((self._sms_gateway_stand_in(), SMS_GATEWAY_SANDBOX_PREFIX))
             blueprint = create_sandbox_blueprint(
                 self.sandbox,
                 account_sid=account_sid,
@@ -247,6 +255,8 @@ class DispatchService:
                 webhook_base=lambda: self.public_base,
                 twilio_number=twilio.from_number,
                 stop_event=self._stopping,
+                sms_gateway_path=SMS_GATEWAY_SANDBOX_PREFIX if self.sms_gateway_sandbox is not None else None,
+                send_only_prefixes=self.settings.sms_gateway.countries,
             )
             blueprints.append((blueprint, SANDBOX_PREFIX))
             log.warning("twilio.sandbox: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
@@ -263,6 +273,38 @@ class DispatchService:
                 gateway.url, gateway.username, gateway.password.get_secret_value(), timeout_s=gateway.timeout_s
             )
         return providers, token, blueprints
+
+    def _sms_gateway_stand_in(self) -> Blueprint:
+        """The demo's SMS Gateway for Android, on our own web server, with credentials made up now.
+
+        The settings are rewritten as if SMS_GATEWAY_URL/USERNAME/PASSWORD/SIGNING_KEY pointed at
+        it, so the provider, the webhook registration and the webhook's signature check are the
+        production code paths. The secrets live as long as the process (never logged or written);
+        the stand-in's message log is kept in the data dir (0600), like the Twilio sandbox's.
+        """
+        username, password, signing_key = (
+            "demo-" + secrets.token_hex(4),
+            secrets.token_urlsafe(18),
+            secrets.token_urlsafe(32),
+        )
+        self.sms_gateway_sandbox = GatewayStore(path=self.settings.data_dir / "sandbox-sms-gateway.json")
+        gateway: SmsGatewaySettings = self.settings.sms_gateway.model_copy(
+            update={
+                "url": f"http://127.0.0.1:{self.web_port}{SMS_GATEWAY_SANDBOX_PREFIX}",
+                "username": username,
+                "password": SecretStr(password),
+                "signing_key": SecretStr(signing_key),
+            }
+        )
+        self.settings = self.settings.model_copy(update={"sms_gateway": gateway})
+        log.warning("sms_gateway.sandbox: using the SMS Gateway for Android stand-in at %s", gateway.url)
+        return create_sms_gateway_blueprint(
+            self.sms_gateway_sandbox,
+            username=username,
+            password=password,
+            signing_key=signing_key,
+            stop_event=self._stopping,
+        )
 
     def _register_sms_gateway_webhooks(self) -> None:
         """Tell the SMS gateway where replies and delivery reports go (sms_gateway.register_webhooks)."""

@@ -214,9 +214,14 @@ class SmsGatewaySettings(_Section):
     countries: tuple[str, ...] = ("+62",)
     # Register our webhook URLs on the gateway at start (else register them by hand, see README).
     register_webhooks: bool = True
+    # A local stand-in for the app, mounted beside the Twilio sandbox's phone simulator
+    # (``dispatch demo``): credentials and signing key generated at start. Never in production.
+    sandbox: bool = False
 
     @model_validator(mode="after")
     def _complete(self) -> SmsGatewaySettings:
+        if self.sandbox and self.url:
+            raise ValueError("the SMS gateway stand-in (sms_gateway.sandbox) and SMS_GATEWAY_URL exclude each other")
         if self.url and not (self.username and self.password and self.signing_key):
             raise ValueError(
                 "SMS_GATEWAY_USERNAME, SMS_GATEWAY_PASSWORD and SMS_GATEWAY_SIGNING_KEY "
@@ -309,6 +314,13 @@ class Settings(_Section):
     escalation: EscalationSettings = EscalationSettings()
     geocoding: GeocodingSettings = GeocodingSettings()
     console: ConsoleSettings = ConsoleSettings()
+
+    @model_validator(mode="after")
+    def _stand_ins_together(self) -> Settings:
+        # The gateway stand-in lives in the phone simulator: a server paging real phones never gets it.
+        if self.sms_gateway.sandbox and not self.twilio.sandbox:
+            raise ValueError("sms_gateway.sandbox needs the built-in Twilio sandbox (dispatch demo)")
+        return self
 
     @field_validator("public_url")
     @classmethod

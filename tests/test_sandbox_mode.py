@@ -95,9 +95,15 @@ def test_with_a_twilio_account_no_sandbox_route_exists(
     assert requests.get(f"{base}/phones", timeout=5).status_code == 404
     assert requests.post(f"{base}/phones/calls/CA{'0' * 32}/digits", data={"Digits": "1"}, timeout=5).status_code == 404
     assert requests.post(f"{base}/phones/sms", data={"From": "+6281", "Body": "YA"}, timeout=5).status_code == 404
+    gateway = f"http://127.0.0.1:{service.web_port}/sandbox/sms-gateway"  # the demo's SMS gateway stand-in
+    assert requests.get(f"{gateway}/phones.json", timeout=5).status_code == 404
+    assert requests.post(f"{gateway}/phones/sms", data={"from": "+6281", "text": "YA"}, timeout=5).status_code == 404
 
 
 def test_the_sandbox_runs_when_asked_for(start_service: Callable[..., DispatchService]) -> None:
     service = start_service(twilio={"sandbox": True})
     response = requests.get(f"http://127.0.0.1:{service.web_port}/sandbox/twilio/phones.json", timeout=5)
     assert response.status_code == 200 and service.sandbox is not None
+    # `serve --sandbox` plays Twilio only; the SMS gateway stand-in is the demo's (sms_gateway.sandbox).
+    gateway = requests.get(f"http://127.0.0.1:{service.web_port}/sandbox/sms-gateway/phones.json", timeout=5)
+    assert gateway.status_code == 404 and service.sms_gateway_sandbox is None

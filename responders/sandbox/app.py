@@ -987,6 +987,8 @@ def create_sandbox_blueprint(
     retry_backoff_s: float = 0.5,
     stop_event: threading.Event | None = None,
     name: str = "twilio_sandbox",
+    sms_gateway_path: str | None = None,
+    send_only_prefixes: tuple[str, ...] = (),
 ) -> Blueprint:
     """Build the sandbox blueprint; the caller picks the prefix, e.g. ``url_prefix="/sandbox/twilio"``.
 
@@ -998,6 +1000,9 @@ def create_sandbox_blueprint(
     TwiML-returning webhooks (incoming SMS, call Url, Gather action) one try of
     ``webhook_timeout_s`` (Twilio's own limit is 15 s).  Setting ``stop_event`` stops
     background deliveries and ringing calls.
+    ``sms_gateway_path`` is where the SMS Gateway for Android stand-in is mounted (its phones
+    are shown on the same cards, with a reply box through it); ``send_only_prefixes`` are the
+    countries whose numbers Twilio sends to but carries no reply from (marked on each SMS).
     """
     sandbox = _Sandbox(
         store,
@@ -1058,6 +1063,8 @@ def create_sandbox_blueprint(
             call_url_template=url_for(".phone_digits", sid="CALLSID").removesuffix("/digits"),
             twilio_number=twilio_number,
             webhook_base=sandbox.base_url(),
+            sms_gateway_path=sms_gateway_path,
+            send_only_prefixes=list(send_only_prefixes),
         )
 
     @bp.get("/phones.json")

@@ -18,16 +18,20 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
 from flask import Blueprint, Response, jsonify, request
+
+from foundation.private_files import replace_private_file
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,12 @@ class GatewaySms:
 
 @dataclass
 class GatewayStore:
-    """Everything the stand-in saw, thread-safe; the knobs tests turn."""
+    """Everything the stand-in saw, thread-safe; the knobs tests turn.
+
+    With a ``path`` (the demo: ``data_dir/sandbox-sms-gateway.json``, 0600) its SMS outlive the
+    process, like the phone's own message log: after a restart the simulator still shows them,
+    and a page in doubt is found by its id instead of being sent again.
+    """
 
     messages: list[GatewaySms] = field(default_factory=list)
     webhooks: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {url, event}
@@ -52,6 +61,25 @@ class GatewayStore:
     offline: bool = False
     down: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            self.messages = [
+                GatewaySms(**{**m, "created_at": datetime.fromisoformat(m["created_at"])}) for m in saved["messages"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("sms gateway sandbox: cannot read %s (%s); the phone starts empty", self.path, exc)
+
+    def save(self) -> None:
+        """Write the message log (call with the lock held, after each change)."""
+        if self.path is None:
+            return
+        messages = [{**asdict(m), "created_at": m.created_at.isoformat()} for m in self.messages]
+        replace_private_file(self.path, json.dumps({"messages": messages}))
 
     def outbound_to(self, phone: str) -> list[GatewaySms]:
         with self.lock:
@@ -91,8 +119,8 @@ def create_sms_gateway_blueprint(
 
     @bp.before_request
     def gate() -> Response | None:
-        if request.path.endswith("/phones/sms"):
-            return None  # the simulated phone's keyboard, not the API
+        if request.path.endswith(("/phones/sms", "/phones.json")):
+            return None  # the simulated phones (keyboard and screen), not the API
         if store.down:
             return _error(503, "service unavailable")
         if not authorized():
@@ -110,11 +138,15 @@ def create_sms_gateway_blueprint(
             "createdAt": sms.created_at.isoformat(),
         }
 
-    def deliver(event: str, payload: dict[str, Any]) -> None:
-        """Post one signed event to every webhook registered for it (with a few retries, like the app)."""
+    def deliver(event: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """Post one signed event to every webhook registered for it (with a few retries, like the app).
+
+        Returns the last answer of each webhook (what the phone simulator shows under a reply).
+        """
         with store.lock:
             targets = [(hook_id, hook["url"]) for hook_id, hook in store.webhooks.items() if hook["event"] == event]
         event_id = uuid.uuid4().hex
+        answers: list[dict[str, Any]] = []
         for hook_id, url in targets:
             body = json.dumps(
                 {"deviceId": device_id, "event": event, "id": event_id, "payload": payload, "webhookId": hook_id}
@@ -126,16 +158,21 @@ def create_sms_gateway_blueprint(
                     "X-Timestamp": stamp,
                     "X-Signature": sign(signing_key, body, stamp),
                 }
+                seen: dict[str, Any] = {"url": url, "status_code": None, "body": "", "error": None}
                 try:
                     answer = requests.post(url, data=body, headers=headers, timeout=5)
                     status = answer.status_code
+                    seen.update(status_code=status, body=answer.text[:2000])
                 except requests.RequestException as exc:
                     status = 0
+                    seen["error"] = type(exc).__name__
                     log.warning("sms gateway sandbox: webhook %s failed: %s", event, exc)
                 with store.lock:
                     store.deliveries.append({"event": event, "id": event_id, "status": status, "payload": payload})
                 if 200 <= status < 300 or 400 <= status < 500 or stopping.wait(0.5 * 2**attempt):
                     break
+            answers.append(seen)
+        return answers
 
     def progress(message_id: str) -> None:
         for state, event in (("Sent", "sms:sent"), ("Delivered", "sms:delivered")):
@@ -149,6 +186,7 @@ def create_sms_gateway_blueprint(
                     return
                 sms.state = state
                 to = sms.to
+                store.save()
             stamp_key = "sentAt" if state == "Sent" else "deliveredAt"
             deliver(event, {"messageId": message_id, "phoneNumber": to, stamp_key: _now_iso()})
 
@@ -165,6 +203,7 @@ def create_sms_gateway_blueprint(
                 return _error(409, f"message {message_id} already exists")
             sms = GatewaySms(message_id, str(numbers[0]), str(text), "Pending", datetime.now(UTC))
             store.messages.append(sms)
+            store.save()
         threading.Thread(target=progress, args=(message_id,), name=f"gw-{message_id[-6:]}", daemon=True).start()
         return jsonify(state_json(sms)), 202
 
@@ -202,20 +241,51 @@ def create_sms_gateway_blueprint(
         return "", 204
 
     @bp.post("/phones/sms")
-    def phone_sends() -> Response:
+    def phone_sends() -> tuple[Response, int]:
         """A responder types an SMS to the gateway's number: the app reports it as sms:received."""
-        phone, text = request.form.get("from", ""), request.form.get("text", "")
+        phone, text = request.form.get("from", "").strip(), request.form.get("text", "")
+        if not _E164.fullmatch(phone) or not text.strip():
+            return jsonify({"ok": False, "error": "from (E.164) and text are required"}), 400
         # The app's message id is derived from the content (it is not unique across repeats).
         message_id = hashlib.sha256(f"{phone}|{text}|{time.time_ns()}".encode()).hexdigest()[:16]
         with store.lock:
             store.messages.append(GatewaySms(message_id, phone, text, "Received", datetime.now(UTC), "inbound"))
-        deliver(
+            store.save()
+        answers = deliver(
             "sms:received",
             {"messageId": message_id, "message": text, "phoneNumber": phone, "simNumber": 1, "receivedAt": _now_iso()},
         )
-        return jsonify({"messageId": message_id})
+        delivered = any(a["status_code"] is not None and 200 <= a["status_code"] < 300 for a in answers)
+        result: dict[str, Any] = {
+            "ok": delivered,
+            "messageId": message_id,
+            "response": answers[-1] if answers else None,
+        }
+        if not answers:
+            result["error"] = "no sms:received webhook registered"
+        return jsonify(result), 200
+
+    @bp.get("/phones.json")
+    def phones_json() -> Response:
+        """What the phone simulator shows of the gateway: every SMS it carried, by responder phone."""
+        with store.lock:
+            messages = [
+                {
+                    "id": m.id,
+                    "direction": m.direction,
+                    "phone": m.to,
+                    "text": m.text,
+                    "state": m.state,
+                    "created_at": m.created_at.isoformat(),
+                }
+                for m in store.messages
+            ]
+        return jsonify({"device_id": device_id, "offline": store.offline, "messages": messages})
 
     return bp
+
+
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
 
 
 def _error(status: int, message: str) -> Response:
