@@ -57,8 +57,10 @@ def processes(
         *,
         twilio: dict[str, Any] | None = None,
         database: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> tuple[list[ServiceProcess], TwilioServer]:
-        """``twilio``: settings over the fast defaults; ``database``: another URL (a fault proxy)."""
+        """``twilio``: settings over the fast defaults; ``database``: another URL (a fault proxy);
+        ``env``: more environment (an SMS gateway's URL and credentials)."""
         ports = [free_port() for _ in range(n)]
         # Twilio calls one public URL (a load balancer in production); the first worker here.
         server = TwilioServer(f"http://127.0.0.1:{ports[0]}")
@@ -81,6 +83,7 @@ def processes(
                     "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
                     "TWILIO_AUTH_TOKEN": server.token,
                     "TWILIO_API_BASE": server.api_base,
+                    **(env or {}),
                 },
                 tmp_path / f"worker-{index}.log",
                 port=port,

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.models import Incident, Notification, TimelineEvent
+from responders.sandbox.sms_gateway import GatewayStore, run_standalone
 from responders.sandbox.store import SandboxStore
 from tests.conftest import count, eventually
 from tests.fleet import TwilioServer, publish_presses
@@ -148,6 +149,50 @@ def sigkill_mid_burst(
     assert count(sessions, Incident) == presses
     assert_each_page_once(sessions, store)
     assert len(sent_by_twilio(store)[0]) == presses
+
+
+def sigkill_mid_burst_through_the_gateway(
+    processes: Processes, sessions: sessionmaker[Session], broker_url: str, presses: int
+) -> None:
+    """The same SIGKILL with the pages going through an SMS gateway that answers slowly.
+
+    The gateway takes a client id (the outbox row's): a page in doubt after the restart is
+    asked for by that id, and a resend with it would be refused (409), so none goes out twice.
+    """
+    store = GatewayStore(answer_delay_s=0.3)  # queued at once, answered 300 ms later: many in flight
+    url, stop = run_standalone(store, "dispatch", "gateway-password", "gateway-signing-key")
+    try:
+        env = {
+            "SMS_GATEWAY_URL": url,
+            "SMS_GATEWAY_USERNAME": "dispatch",
+            "SMS_GATEWAY_PASSWORD": "gateway-password",
+            "SMS_GATEWAY_SIGNING_KEY": "gateway-signing-key",
+        }
+        [worker], twilio = processes(1, fast_escalation(SMS_ONLY), twilio={"timeout_s": TIMEOUT_S}, env=env)
+        publish_presses(broker_url, [(DEVICES[n % len(DEVICES)], f"gw-burst-{n}") for n in range(presses)])
+        eventually(lambda: len(_gateway_sent(store)) >= presses // 3, timeout=120)
+        worker.kill()
+        time.sleep(2)
+        worker.start().wait_for_line("mqtt subscribed")
+        eventually(lambda: len(_gateway_sent(store)) >= presses, timeout=60 + presses, interval=0.5)
+        time.sleep(3)
+        with sessions() as session:
+            rows = session.execute(select(Notification).where(Notification.recipient_kind == "unit")).scalars().all()
+            doubted = session.execute(
+                select(func.count()).select_from(TimelineEvent).where(TimelineEvent.kind == "notification_in_doubt")
+            ).scalar_one()
+        sent = len(_gateway_sent(store))
+        print(f"sigkill via the gateway: {presses} presses: {sent} SMS at the gateway, {doubted} in doubt")
+        assert count(sessions, Incident) == presses
+        assert len(rows) == presses and all(r.provider == "sms_gateway" and r.provider_sid for r in rows)
+        assert sorted(r.provider_sid or "" for r in rows) == sorted(m.id for m in _gateway_sent(store))
+        assert sent_by_twilio(twilio.store) == ([], [])  # nothing fell back to Twilio
+    finally:
+        stop()
+
+
+def _gateway_sent(store: GatewayStore) -> list[Any]:
+    return [m for m in store.messages if m.direction == "outbound"]
 
 
 def database_outages(

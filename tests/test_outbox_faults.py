@@ -36,6 +36,13 @@ def test_a_sigkill_mid_burst_with_a_slow_twilio_loses_and_doubles_no_first_alert
     scenarios.sigkill_mid_burst(processes, sessions, broker_url, presses=60, kills=1)
 
 
+@pytest.mark.slow
+def test_a_sigkill_mid_burst_with_a_slow_sms_gateway_loses_and_doubles_no_first_alert(
+    processes: scenarios.Processes, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    scenarios.sigkill_mid_burst_through_the_gateway(processes, sessions, broker_url, presses=60)
+
+
 @pytest.fixture
 def proxied_database(database_url: str) -> Iterator[tuple[str, TcpFaultProxy]]:
     """The test's PostgreSQL database behind a proxy the test can cut (SQLite has no server to lose)."""

@@ -8,8 +8,9 @@ says whether the phone can send, ``/webhooks`` registers where events go. A queu
 (``sms:received``). The demo mounts it so a newcomer sees a two-way SMS acknowledgement
 with no account anywhere; the tests drive it through the real ``android-sms-gateway`` client.
 
-Fault knobs on :class:`GatewayStore`: ``offline`` (health "fail", nothing sent) and ``down``
-(every API request answered 503).
+Fault knobs on :class:`GatewayStore`: ``offline`` (health "fail", nothing sent), ``down``
+(every API request answered 503) and ``answer_delay_s`` (the SMS is queued at once, the answer
+comes that much later: requests in flight when a test kills the sender).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class GatewayStore:
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # webhook deliveries made
     offline: bool = False
     down: bool = False
+    answer_delay_s: float = 0.0
     lock: threading.RLock = field(default_factory=threading.RLock)
     path: Path | None = None
 
@@ -205,6 +207,8 @@ def create_sms_gateway_blueprint(
             store.messages.append(sms)
             store.save()
         threading.Thread(target=progress, args=(message_id,), name=f"gw-{message_id[-6:]}", daemon=True).start()
+        if store.answer_delay_s:
+            stopping.wait(store.answer_delay_s)
         return jsonify(state_json(sms)), 202
 
     @bp.get("/messages/<message_id>")
