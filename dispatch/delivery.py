@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from dispatch import timeline
+from dispatch import routing, timeline
 from dispatch.escalation import bring_forward
 from dispatch.models import Notification
 
@@ -50,10 +50,12 @@ class StatusChange:
     bring_forward: str | None  # why the next step comes forward now, if the page will reach nobody
 
 
-def map_status(channel: str, current: str, status: str, *, permanent: bool) -> StatusChange | None:
-    """What a report of ``status`` does to a row of ``channel`` now in ``current``; None: nothing.
+def map_status(medium: str, current: str, status: str, *, permanent: bool) -> StatusChange | None:
+    """What a report of ``status`` does to a row sent as ``medium`` (sms, chat, voice) now in ``current``.
 
-    A late or repeated report changes nothing. A call nobody picked up, that was busy or
+    None: nothing (a late or repeated report).
+
+    A call nobody picked up, that was busy or
     failed, and a text refused for good (``permanent``: a landline, an unsubscribed or invalid
     number, a phone that could not send it) bring the next step forward; a text that failed
     for a passing reason, a call we cancelled ourselves, ``read``: the policy's timing stands.
@@ -61,11 +63,11 @@ def map_status(channel: str, current: str, status: str, *, permanent: bool) -> S
     if RANK.get(status, -1) <= RANK.get(current, 0):
         return None
     reason: str | None = None
-    if channel == "voice" and status in ("no-answer", "busy", "failed"):
+    if medium == "voice" and status in ("no-answer", "busy", "failed"):
         reason = status
-    elif channel != "voice" and status in ("failed", "undelivered") and permanent:
+    elif medium != "voice" and status in ("failed", "undelivered") and permanent:
         reason = "permanent_sms_failure"
-    return StatusChange(current, status, f"{channel}_{status.replace('-', '_')}", reason)
+    return StatusChange(current, status, f"{medium}_{status.replace('-', '_')}", reason)
 
 
 def apply_status(
@@ -80,7 +82,8 @@ def apply_status(
     error: str | None = None,
 ) -> bool:
     """Record one delivery report on ``row`` in the caller's transaction; False if it changed nothing."""
-    change = map_status(row.channel, row.state, status, permanent=permanent)
+    # Named by how it went: an "sms" step a responder got on WhatsApp reads "chat_read".
+    change = map_status(routing.medium(row.provider, row.channel), row.state, status, permanent=permanent)
     if change is None:
         return False
     row.state, row.updated_at = change.state, now

@@ -176,7 +176,8 @@ NOTIFICATION_STATES = (
     "sending",  # claimed by a sender; the API call may be in flight
     "queued",
     "sent",
-    "delivered",  # SMS progress reported by Twilio
+    "delivered",  # SMS (or WhatsApp) progress reported by the provider
+    "read",  # a WhatsApp message was opened: a receipt, never an acknowledgement
     "ringing",
     "in-progress",
     "completed",  # call progress

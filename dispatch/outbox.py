@@ -384,7 +384,7 @@ class Outbox:
                 session,
                 # The provider answered with a SID: the message or call is queued there. Named
                 # like the providers' own states so the callbacks that follow (sent, delivered) read in order.
-                f"{row.channel}_queued",
+                f"{_medium(row)}_queued",
                 row,
                 now,
                 recipient_kind=row.recipient_kind,
@@ -517,7 +517,7 @@ class Outbox:
         current.last_error, current.error_code, current.updated_at = failure.detail, failure.code, now
         _record(
             session,
-            f"{row.channel}_failed",
+            f"{_medium(row)}_failed",
             row,
             now,
             error_kind=failure.kind,
@@ -535,7 +535,7 @@ class Outbox:
             current.state, current.updated_at = "expired", now
             _record(
                 session,
-                f"{row.channel}_expired",
+                f"{_medium(row)}_expired",
                 row,
                 now,
                 attempts=row.attempts - 1,
@@ -691,6 +691,11 @@ def _call_ended(
 def _key(row: Notification) -> str:
     """The provider-side id of a page where the provider takes ours (some do): stable per row."""
     return f"dispatch-n{row.id}"
+
+
+def _medium(row: Notification) -> str:
+    """How the row went (or was to go): its progress on the timeline reads "chat_read", "sms_delivered"."""
+    return routing.medium(row.provider, row.channel)
 
 
 def _chat(row: Notification) -> ChatMessage:

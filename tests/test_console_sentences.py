@@ -39,9 +39,9 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
 }
 # Notification progress (outbox hand-off, failures, Twilio's callbacks) folds into the notification's row.
 NOTIFICATION_EXPRESSIONS = (
-    'f"{row.channel}_queued"',
-    'f"{row.channel}_failed"',
-    'f"{row.channel}_expired"',
+    'f"{_medium(row)}_queued"',
+    'f"{_medium(row)}_failed"',
+    'f"{_medium(row)}_expired"',
     "change.event",  # every provider's delivery reports (dispatch/delivery.py)
 )
 
