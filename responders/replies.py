@@ -261,7 +261,7 @@ def parse_reply(text: str) -> Reply | Unparsed:
     return Reply(verb, int(code.text))
 
 
-_BUTTON = re.compile(r"^(accept|decline):(\d{1,6})$")
+_BUTTON = re.compile(r"^(accept|decline):([0-9]{1,6})$")  # ASCII digits: our own payloads
 
 
 def parse_button(payload: str) -> Reply | Unparsed:
