@@ -22,6 +22,7 @@ bounded below by the 1 s scheduler tick.
 Usage:
     python bench/pipeline.py                       # SQLite file + embedded broker, 50/s for 30 s
     python bench/pipeline.py --rate 20 --seconds 10
+    python bench/pipeline.py --channel chat          # the step on `chat`: WhatsApp template alerts
     python bench/pipeline.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
                              --mqtt mqtt://127.0.0.1:1883
 
@@ -55,13 +56,19 @@ from dispatch.roster import apply_roster, load_roster
 from dispatch.service import DispatchService
 from foundation.db import make_engine, transaction
 from foundation.settings import load_settings
+from responders import whatsapp
 from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
 from responders.sandbox.store import SandboxMessage
 
 ROSTER = Path(__file__).resolve().parent.parent / "config" / "roster.example.yaml"
 ACCOUNT_SID = "AC" + "1" * 32
 DEVICES = [f"BTN-{i:04d}" for i in range(1, 13)]
-ONE_STEP_POLICY = [{"after_s": 0, "action": "notify_unit", "channels": ["sms"]}]
+# The bench's WhatsApp sender and alert template (``--channel chat``), rendered by the server.
+WHATSAPP_TEMPLATES = {"id": "HX" + "0" * 31 + "1", "en": "HX" + "0" * 31 + "2"}
+
+
+def one_step_policy(channel: str) -> list[dict[str, Any]]:
+    return [{"after_s": 0, "action": "notify_unit", "channels": [channel]}]
 
 
 # -- clocks --------------------------------------------------------------------------------------
@@ -131,8 +138,9 @@ class TwilioServer:
     store: TimedStore = field(default_factory=TimedStore)
 
     def __post_init__(self) -> None:
+        templates = whatsapp.sandbox_templates(WHATSAPP_TEMPLATES)
         self._thread, self._server = run_sandbox_server(
-            "127.0.0.1", 0, self.store, ACCOUNT_SID, self.token, self.webhook_base
+            "127.0.0.1", 0, self.store, ACCOUNT_SID, self.token, self.webhook_base, content_templates=templates
         )
         self.api_base = sandbox_api_base(self._server)
 
@@ -191,7 +199,9 @@ def reset_postgresql(url: str) -> None:
     engine.dispose()
 
 
-def run(database: str | None, mqtt_url: str | None, rate: float, seconds: float, settle_s: float) -> None:
+def run(
+    database: str | None, mqtt_url: str | None, rate: float, seconds: float, settle_s: float, channel: str = "sms"
+) -> None:
     tally = LogTally()
     root = logging.getLogger()
     root.addHandler(tally)  # also keeps logging's last-resort handler from printing each record
@@ -222,8 +232,9 @@ def run(database: str | None, mqtt_url: str | None, rate: float, seconds: float,
                 },
                 "escalation": {
                     "repeat": 0,
-                    "policies": {service: ONE_STEP_POLICY for service in ("police", "disaster", "ambulance")},
+                    "policies": {service: one_step_policy(channel) for service in ("police", "disaster", "ambulance")},
                 },
+                "whatsapp": {"from_number": "+15005550010", "templates": WHATSAPP_TEMPLATES},
             }
             service = DispatchService(load_settings(environ={}, overrides=overrides))
             try:
@@ -306,7 +317,7 @@ def read_joins(service: DispatchService, tag: str) -> list[Joined]:
             .outerjoin(
                 Notification,
                 (Notification.incident_id == Incident.id)
-                & (Notification.channel == "sms")
+                & (Notification.channel != "voice")
                 & (Notification.recipient_kind == "unit"),
             )
             .where(Incident.press_id.like(f"pipe-{tag}-%"))
@@ -425,11 +436,12 @@ def main() -> None:
     parser.add_argument("--mqtt", help="broker URL (default: the embedded broker)")
     parser.add_argument("--rate", type=float, default=50, help="presses per second (default 50)")
     parser.add_argument("--seconds", type=float, default=30, help="how long to publish (default 30)")
+    parser.add_argument("--channel", choices=("sms", "chat"), default="sms", help="the step's channel (chat: WhatsApp)")
     parser.add_argument("--settle", type=float, default=120, help="seconds to wait after the last press for every SMS")
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0:
         parser.error("--rate and --seconds must be positive")
-    run(args.database, args.mqtt, args.rate, args.seconds, args.settle)
+    run(args.database, args.mqtt, args.rate, args.seconds, args.settle, args.channel)
 
 
 if __name__ == "__main__":
