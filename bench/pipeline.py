@@ -27,6 +27,7 @@ Usage:
     python bench/pipeline.py                       # SQLite file + embedded broker, 50/s for 30 s
     python bench/pipeline.py --rate 20 --seconds 10
     python bench/pipeline.py --rate 5 --seconds 30 --provider both
+    python bench/pipeline.py --channel chat          # the step on `chat`: WhatsApp template alerts
     python bench/pipeline.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test \
                              --mqtt mqtt://127.0.0.1:1883
 
@@ -60,6 +61,7 @@ from dispatch.roster import apply_roster, load_roster
 from dispatch.service import DispatchService
 from foundation.db import make_engine, transaction
 from foundation.settings import load_settings
+from responders import whatsapp
 from responders.sandbox import SandboxStore, run_sandbox_server, sandbox_api_base, stop_sandbox_server
 from responders.sandbox.sms_gateway import GatewayStore, run_standalone
 from responders.sandbox.store import SandboxMessage
@@ -67,7 +69,12 @@ from responders.sandbox.store import SandboxMessage
 ROSTER = Path(__file__).resolve().parent.parent / "config" / "roster.example.yaml"
 ACCOUNT_SID = "AC" + "1" * 32
 DEVICES = [f"BTN-{i:04d}" for i in range(1, 13)]
-ONE_STEP_POLICY = [{"after_s": 0, "action": "notify_unit", "channels": ["sms"]}]
+# The bench's WhatsApp sender and alert template (``--channel chat``), rendered by the server.
+WHATSAPP_TEMPLATES = {"id": "HX" + "0" * 31 + "1", "en": "HX" + "0" * 31 + "2"}
+
+
+def one_step_policy(channel: str) -> list[dict[str, Any]]:
+    return [{"after_s": 0, "action": "notify_unit", "channels": [channel]}]
 
 
 # -- clocks --------------------------------------------------------------------------------------
@@ -137,8 +144,9 @@ class TwilioServer:
     store: TimedStore = field(default_factory=TimedStore)
 
     def __post_init__(self) -> None:
+        templates = whatsapp.sandbox_templates(WHATSAPP_TEMPLATES)
         self._thread, self._server = run_sandbox_server(
-            "127.0.0.1", 0, self.store, ACCOUNT_SID, self.token, self.webhook_base
+            "127.0.0.1", 0, self.store, ACCOUNT_SID, self.token, self.webhook_base, content_templates=templates
         )
         self.api_base = sandbox_api_base(self._server)
 
@@ -230,9 +238,15 @@ def reset_postgresql(url: str) -> None:
 
 
 def run(
-    database: str | None, mqtt_url: str | None, rate: float, seconds: float, settle_s: float, provider: str
+    database: str | None,
+    mqtt_url: str | None,
+    rate: float,
+    seconds: float,
+    settle_s: float,
+    provider: str,
+    channel: str = "sms",
 ) -> list[float]:
-    """One run through ``provider`` ("twilio" or "sms_gateway"); the press -> SMS latencies (ms)."""
+    """One run through ``provider`` ("twilio" or "sms_gateway") on ``channel``; the press -> alert latencies (ms)."""
     tally = LogTally()
     root = logging.getLogger()
     root.addHandler(tally)  # also keeps logging's last-resort handler from printing each record
@@ -264,8 +278,9 @@ def run(
                 },
                 "escalation": {
                     "repeat": 0,
-                    "policies": {service: ONE_STEP_POLICY for service in ("police", "disaster", "ambulance")},
+                    "policies": {service: one_step_policy(channel) for service in ("police", "disaster", "ambulance")},
                 },
+                "whatsapp": {"from_number": "+15005550010", "templates": WHATSAPP_TEMPLATES},
             }
             if gateway is not None:
                 overrides["sms_gateway"] = gateway.settings()  # +62 numbers: the gateway first
@@ -354,7 +369,7 @@ def read_joins(service: DispatchService, tag: str) -> list[Joined]:
             .outerjoin(
                 Notification,
                 (Notification.incident_id == Incident.id)
-                & (Notification.channel == "sms")
+                & (Notification.channel != "voice")
                 & (Notification.recipient_kind == "unit"),
             )
             .where(Incident.press_id.like(f"pipe-{tag}-%"))
@@ -496,6 +511,7 @@ def main() -> None:
     parser.add_argument("--mqtt", help="broker URL (default: the embedded broker)")
     parser.add_argument("--rate", type=float, default=50, help="presses per second (default 50)")
     parser.add_argument("--seconds", type=float, default=30, help="how long to publish (default 30)")
+    parser.add_argument("--channel", choices=("sms", "chat"), default="sms", help="the step's channel (chat: WhatsApp)")
     parser.add_argument("--settle", type=float, default=120, help="seconds to wait after the last press for every SMS")
     parser.add_argument(
         "--provider",
@@ -510,7 +526,7 @@ def main() -> None:
     results = {}
     for provider in providers:
         print(f"[provider {provider}]")
-        results[provider] = run(args.database, args.mqtt, args.rate, args.seconds, args.settle, provider)
+        results[provider] = run(args.database, args.mqtt, args.rate, args.seconds, args.settle, provider, args.channel)
     if len(results) > 1:
         print("press publish -> first alert SMS at the provider, per provider:")
         for provider, latencies in results.items():

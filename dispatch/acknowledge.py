@@ -66,12 +66,22 @@ def find_responder(session: Session, phone: str) -> Responder | None:
     return None
 
 
-def from_sms(session: Session, settings: Settings, phone: str, text: str, now: datetime) -> AckOutcome:
-    """Interpret an SMS reply from ``phone`` and apply it."""
+def from_sms(
+    session: Session,
+    settings: Settings,
+    phone: str,
+    text: str,
+    now: datetime,
+    *,
+    parsed: Reply | Unparsed | None = None,
+    channel: str = "sms",
+) -> AckOutcome:
+    """Interpret a text reply from ``phone`` (or what a tapped button already said: ``parsed``) and apply it."""
     responder = find_responder(session, phone)
     if responder is None:
         return AckOutcome("unknown_number", error=True)
-    parsed = parse_reply(text)
+    if parsed is None:
+        parsed = parse_reply(text)
     if isinstance(parsed, Unparsed):
         return AckOutcome("not_understood", responder.language, error=True)
     codes = (
@@ -96,7 +106,7 @@ def from_sms(session: Session, settings: Settings, phone: str, text: str, now: d
         if len(open_codes) > 1:
             return AckOutcome("which_alert", responder.language, {"codes": [c.code for c in open_codes]}, error=True)
         chosen = open_codes[0]
-    return apply(session, settings, responder, chosen.assignment_id, parsed, chosen.code, "sms", now)
+    return apply(session, settings, responder, chosen.assignment_id, parsed, chosen.code, channel, now)
 
 
 def apply(

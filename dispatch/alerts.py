@@ -177,7 +177,43 @@ def write_alert(
         return None
     # The body holds a link signed with the row's own id, so it is written after the insert.
     notification.body = _compose(context, recipient, channel, notification, code, distance_m, reason)
+    if channel != "voice" and code is not None:
+        notification.chat_variables = _chat_variables(context, recipient, notification, code, distance_m, reason)
     return notification
+
+
+def _link(context: AlertContext, notification: Notification) -> str:
+    return f"{context.public_base}/a/{links.make_token(context.secret, notification.id, 'view')}"
+
+
+def _service(context: AlertContext) -> messages.Service:
+    # A multi-agency incident pages each service for its own assignment: name that service.
+    incident = context.incident
+    return cast("messages.Service", (context.assignment.service if context.assignment else None) or incident.service)
+
+
+def _chat_variables(
+    context: AlertContext,
+    recipient: Recipient,
+    notification: Notification,
+    code: int,
+    distance_m: float | None,
+    reason: str,
+) -> dict[str, str]:
+    """The alert as the approved WhatsApp template's variables (used when WhatsApp carries it)."""
+    language: messages.Language = "en" if recipient.language == "en" else "id"
+    what = what_happened(context.incident, context.device)
+    told = messages.supervisor_reason(language, reason) if recipient.kind == "supervisor" else None
+    return messages.chat_alert_variables(
+        language,
+        recipient=recipient.name,
+        service=_service(context),
+        code=code,
+        where=describe_location(context.incident, context.device, language),
+        distance_m=distance_m,
+        link=_link(context, notification),
+        what=told or what["call_nature"] or what["button_owner"],
+    )
 
 
 def _compose(
@@ -191,9 +227,8 @@ def _compose(
 ) -> str:
     incident = context.incident
     language: messages.Language = "en" if recipient.language == "en" else "id"
-    # A multi-agency incident pages each service for its own assignment: name that service.
-    service = cast("messages.Service", (context.assignment.service if context.assignment else None) or incident.service)
-    link = f"{context.public_base}/a/{links.make_token(context.secret, notification.id, 'view')}"
+    service = _service(context)
+    link = _link(context, notification)
     assert code is not None, "alerts to responders always belong to an assignment"
     where = describe_location(incident, context.device, language)
     what = what_happened(incident, context.device)

@@ -176,7 +176,8 @@ NOTIFICATION_STATES = (
     "sending",  # claimed by a sender; the API call may be in flight
     "queued",
     "sent",
-    "delivered",  # SMS progress reported by Twilio
+    "delivered",  # SMS (or WhatsApp) progress reported by the provider
+    "read",  # a WhatsApp message was opened: a receipt, never an acknowledgement
     "ringing",
     "in-progress",
     "completed",  # call progress
@@ -214,13 +215,16 @@ class Notification(Base):
     recipient_kind: Mapped[str] = mapped_column(String(16))  # unit | supervisor | resident
     recipient_id: Mapped[str] = mapped_column(String(64))
     to_number: Mapped[str] = mapped_column(String(20))
-    channel: Mapped[str] = mapped_column(String(8))  # sms | voice
-    # Which provider carries it ("twilio", "sms_gateway"): chosen by the outbox when first claimed
+    channel: Mapped[str] = mapped_column(String(8))  # sms | chat | voice (the policy's abstract channel)
+    # Which provider carries it ("twilio", "sms_gateway", "whatsapp"): chosen by the outbox when first claimed
     # (dispatch/routing.py), fixed while a request may be in doubt, changed only when one is down.
     provider: Mapped[str | None] = mapped_column(String(16))
     language: Mapped[str] = mapped_column(String(2), default="id")
     alert_code: Mapped[int | None]
     body: Mapped[str] = mapped_column(Text, default="")  # SMS text, or TwiML for a call
+    # An alert's values for the approved WhatsApp template ({"1": name, "2": summary, "3": code,
+    # "4": link}); None for texts that cannot open a WhatsApp conversation (dispatch/routing.py).
+    chat_variables: Mapped[dict[str, str] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     attempts: Mapped[int] = mapped_column(default=0)

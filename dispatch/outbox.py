@@ -4,7 +4,7 @@ The rules, each a guarantee someone's life may rest on:
 
 - **A row is ``sending`` only while a sender holds it.** Each sender thread claims one row
   (attempt counted, ``claimed_by`` and ``claimed_at`` committed) the moment it is free to
-  send it, so a crash leaves at most ``twilio.concurrency`` rows per process in doubt.
+  send it, so a crash leaves at most ``outbox.concurrency`` rows per process in doubt.
 - **A row in doubt is looked up, never written off and never blindly resent.** A send that
   may have reached the provider (a read timeout, a dropped connection, a sender that died
   mid-request) puts the row in doubt: it is looked up at the provider several times across
@@ -13,7 +13,7 @@ The rules, each a guarantee someone's life may rest on:
   decision and its evidence go on the timeline.
 - **Transient failures never end a page.** 429, 5xx, timeouts and refused connections are
   retried with capped exponential backoff and jitter (longer when the provider says
-  Retry-After) for as long as the page is useful (``twilio.sms_validity_s`` after it was
+  Retry-After) for as long as the page is useful (``outbox.sms_validity_s`` after it was
   written); then it is ``expired``. They never move the escalation: the next step keeps its
   time. Only permanent errors (invalid number, landline, unsubscribed, authentication) fail
   a page, and those bring the assignment's next step forward.
@@ -21,6 +21,10 @@ The rules, each a guarantee someone's life may rest on:
   is kept in memory (bounded) and saved once the database is back.
 - **A page nobody needs is not sent**: once its assignment is accepted or closed, a pending
   page is cancelled and a call in progress is ended through the provider.
+
+Every provider (responders.channels.Channels) gets the same rules; which one carries a row
+is dispatch/routing.py's decision. The knobs (``settings.outbox``) are read from the
+``twilio:`` section of the configuration, where existing files have them.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from foundation.db import transaction
 from foundation.logsafe import mask_phone
 from foundation.settings import Settings
 from responders import messages
-from responders.channels import Channels, SendFailed
+from responders.channels import Channels, ChatMessage, SendFailed
 from responders.models import Supervisor, Unit
 
 log = logging.getLogger(__name__)
@@ -108,14 +112,14 @@ class Outbox:
         self._clock = clock
         self._jitter = jitter
         self._progress = progress  # the watchdog's heartbeat: a long run of slow requests is not a stall
-        self._pool = ThreadPoolExecutor(max_workers=settings.twilio.concurrency, thread_name_prefix="outbox")
+        self._pool = ThreadPoolExecutor(max_workers=settings.outbox.concurrency, thread_name_prefix="outbox")
         self._unsaved: deque[tuple[str, Callable[[Session], None]]] = deque()
         self._unsaved_lock = threading.Lock()
 
     # -- the job ----------------------------------------------------------------------
 
     def send_due(self, limit: int = 200) -> list[SendResult]:
-        """Send due notifications, ``twilio.concurrency`` at a time; at most ``limit`` claims.
+        """Send due notifications, ``outbox.concurrency`` at a time; at most ``limit`` claims.
 
         Results the database could not take last time are saved first, then calls nobody
         needs any more are ended.
@@ -124,7 +128,7 @@ class Outbox:
         self.hang_up_unneeded()
         budget = _Budget(limit)
         futures: list[Future[list[SendResult]]] = [
-            self._pool.submit(self._drain, budget) for _ in range(self._settings.twilio.concurrency)
+            self._pool.submit(self._drain, budget) for _ in range(self._settings.outbox.concurrency)
         ]
         return [result for future in futures for result in future.result()]
 
@@ -204,18 +208,23 @@ class Outbox:
             query = select(Supervisor.channels).where(Supervisor.id == row.recipient_id)
             preferences = list(session.execute(query).scalar() or [])
         return routing.candidates(
-            row.channel, row.to_number, preferences, self._providers, self._settings.sms_gateway.countries
+            row.channel,
+            row.to_number,
+            preferences,
+            self._providers,
+            self._settings.local_sms_countries,
+            templated=row.chat_variables is not None,
         )
 
     def recover_abandoned(self, *, at_start: bool = False) -> int:
         """Rows left ``sending`` by a dead sender go back to the queue, in doubt.
 
-        A sender's claim is its lease: a row still ``sending`` ``twilio.lease_s`` after its
+        A sender's claim is its lease: a row still ``sending`` ``outbox.lease_s`` after its
         claim has lost its sender. At start, rows this worker id claimed before it died
         are recovered at once (worker ids are unique, see ``mqtt.client_id``).
         """
         now = self._clock()
-        horizon = now - timedelta(seconds=self._settings.twilio.lease_s)
+        horizon = now - timedelta(seconds=self._settings.outbox.lease_s)
         abandoned = Notification.claimed_at < horizon
         if at_start:
             abandoned = or_(abandoned, Notification.claimed_by == self._worker_id)
@@ -262,7 +271,7 @@ class Outbox:
         if row.provider not in self._providers:
             failure = SendFailed("permanent", f"no provider configured for {row.channel} to this recipient")
             return self._failed(row, failure)
-        useful_until = row.created_at + timedelta(seconds=self._settings.twilio.sms_validity_s)
+        useful_until = row.created_at + timedelta(seconds=self._settings.outbox.sms_validity_s)
         if now >= useful_until:
             return self._expire(row, now)
         if row.outcome_unknown:
@@ -270,17 +279,16 @@ class Outbox:
             if decided is not None:
                 return decided
         provider = self._provider(row)
+        # Never delivered after it stopped being useful.
+        validity_s = int((useful_until - now).total_seconds())
         try:
-            if row.channel == "voice":
+            medium = routing.medium(row.provider, row.channel)
+            if medium == "voice":
                 sid = provider.place_call(row.to_number, row.body)
+            elif medium == "chat":
+                sid = provider.send_chat(row.to_number, _chat(row), validity_s=validity_s, key=_key(row))
             else:
-                sid = provider.send_sms(
-                    row.to_number,
-                    row.body,
-                    # Never delivered after it stopped being useful.
-                    validity_s=int((useful_until - now).total_seconds()),
-                    key=_key(row),
-                )
+                sid = provider.send_sms(row.to_number, row.body, validity_s=validity_s, key=_key(row))
         except SendFailed as failure:
             return self._failed(row, failure)
         return self._sent(row, sid, now)
@@ -300,7 +308,7 @@ class Outbox:
                 found,
             )
             return self._sent(row, found, now, found_after=row.lookups + 1)
-        timeout_s = self._settings.twilio.timeout_s
+        timeout_s = self._settings.outbox.timeout_s
         doubt_since = row.doubt_since or row.claimed_at or now
         # A slow provider may still be creating it: look across ~2 request timeouts after the
         # doubtful request itself timed out, before daring a second send.
@@ -319,7 +327,7 @@ class Outbox:
         return None
 
     def _look_again(self, row: Notification, now: datetime, evidence: str) -> SendResult:
-        interval = max(0.2, self._settings.twilio.timeout_s / 4)
+        interval = max(0.2, self._settings.outbox.timeout_s / 4)
 
         def save(session: Session) -> None:
             current = self._release(session, row.id, now + timedelta(seconds=interval))
@@ -333,7 +341,10 @@ class Outbox:
     def _find_earlier_attempt(self, row: Notification) -> str | None:
         """What an earlier, unanswered attempt created at the provider, if anything."""
         since = row.doubt_since or row.created_at
-        if row.channel != "voice":
+        medium = routing.medium(row.provider, row.channel)
+        if medium == "chat":
+            return self._provider(row).find_chat(row.to_number, _chat(row), since=since, key=_key(row))
+        if medium == "sms":
             return self._provider(row).find_sms(row.to_number, row.body, since=since, key=_key(row))
         with self._sessions() as session:
             owned = session.execute(
@@ -372,13 +383,14 @@ class Outbox:
             _record(
                 session,
                 # The provider answered with a SID: the message or call is queued there. Named
-                # like Twilio's own states so the callbacks that follow (sent, delivered) read in order.
-                f"{row.channel}_queued",
+                # like the providers' own states so the callbacks that follow (sent, delivered) read in order.
+                f"{_medium(row)}_queued",
                 row,
                 now,
                 recipient_kind=row.recipient_kind,
                 to=mask_phone(row.to_number),
                 sid=sid,
+                provider=self._provider(row).name,  # which provider carried it, for the operator
                 attempt=row.attempts,
                 alert_code=row.alert_code,
                 found_after_lookups=found_after,  # said only when it happened
@@ -478,8 +490,8 @@ class Outbox:
         return SendResult(row.id, "rerouted", failure.detail)
 
     def _backoff(self, attempts: int, retry_after_s: float | None) -> float:
-        twilio = self._settings.twilio
-        capped = min(twilio.retry_max_backoff_s, twilio.retry_backoff_s * 2 ** max(attempts - 1, 0))
+        knobs = self._settings.outbox
+        capped = min(knobs.retry_max_backoff_s, knobs.retry_backoff_s * 2 ** max(attempts - 1, 0))
         # Jitter spreads the retries of a whole backlog so a recovering provider is not hit at once.
         delay = capped * (0.5 + 0.5 * self._jitter())
         return max(delay, retry_after_s or 0.0)
@@ -505,7 +517,7 @@ class Outbox:
         current.last_error, current.error_code, current.updated_at = failure.detail, failure.code, now
         _record(
             session,
-            f"{row.channel}_failed",
+            f"{_medium(row)}_failed",
             row,
             now,
             error_kind=failure.kind,
@@ -523,11 +535,11 @@ class Outbox:
             current.state, current.updated_at = "expired", now
             _record(
                 session,
-                f"{row.channel}_expired",
+                f"{_medium(row)}_expired",
                 row,
                 now,
                 attempts=row.attempts - 1,
-                useful_s=self._settings.twilio.sms_validity_s,
+                useful_s=self._settings.outbox.sms_validity_s,
                 error=current.last_error,
             )
 
@@ -627,7 +639,7 @@ class Outbox:
         with transaction(self._sessions) as session:
             provider_health.close_recovered(session, now)
             for alert in provider_health.alerts_due(
-                session, now, settings.twilio.outage_alert_after_s, ("sms", "voice")
+                session, now, settings.outbox.outage_alert_after_s, ("sms", "voice")
             ):
                 supervisor = alert.supervisor
                 language: messages.Language = "en" if supervisor.language == "en" else "id"
@@ -677,8 +689,21 @@ def _call_ended(
 
 
 def _key(row: Notification) -> str:
-    """The provider-side id of a page where the provider takes ours (the SMS gateway): stable per row."""
+    """The provider-side id of a page where the provider takes ours (some do): stable per row."""
     return f"dispatch-n{row.id}"
+
+
+def _medium(row: Notification) -> str:
+    """How the row went (or was to go): its progress on the timeline reads "chat_read", "sms_delivered"."""
+    return routing.medium(row.provider, row.channel)
+
+
+def _chat(row: Notification) -> ChatMessage:
+    """A row as a chat message: the approved template when it has its variables, else free text."""
+    variables = row.chat_variables
+    # The alert's one-tap link is signed with the row's id: only this page's message contains it.
+    marker = variables.get("4", "") if variables else ""
+    return ChatMessage(row.body, row.language, variables, marker)
 
 
 def _hangup_retry(notification_id: int) -> Callable[[Session], None]:

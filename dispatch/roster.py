@@ -27,9 +27,10 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# How a responder is reached, best first: the local SMS gateway, Twilio SMS (send-only from +62,
-# with the one-tap link), a voice call. Empty: the country rule (foundation.settings.SmsGatewaySettings).
-Channel = Literal["sms_gateway", "sms", "voice"]
+# How a responder is reached, best first: the local SMS gateway, WhatsApp (alerts as the approved
+# template), Twilio SMS (send-only from +62, with the one-tap link), a voice call. Empty: the country
+# rule (foundation.settings.SmsGatewaySettings). How policy channels resolve: dispatch/routing.py.
+Channel = Literal["sms_gateway", "whatsapp", "sms", "voice"]
 
 
 class UnitEntry(_Entry):

@@ -44,6 +44,7 @@ from foundation.clock import as_utc, utcnow
 from foundation.db import make_engine, make_session_factory, transaction
 from foundation.private_files import private_dir
 from foundation.settings import Settings, SmsGatewaySettings, WebSettings
+from responders import whatsapp
 from responders.channels import Channels, SendFailed, TwilioChannels
 from responders.sandbox import SandboxStore, create_sandbox_blueprint
 from responders.sandbox.sms_gateway import GatewayStore, create_sms_gateway_blueprint
@@ -230,7 +231,8 @@ class DispatchService:
         SDK path. Raises ConfigurationError with neither: the sandbox publishes every page with its
         live one-tap links, so it is never the silent fallback of a production server.
         The SMS gateway: when ``sms_gateway.url`` is set, or its stand-in beside the Twilio
-        sandbox when ``sms_gateway.sandbox`` (the demo).
+        sandbox when ``sms_gateway.sandbox`` (the demo). WhatsApp: through the same Twilio
+        account (or sandbox, which renders the alert template), when ``whatsapp.from_number`` is set.
         """
         twilio = self.settings.twilio
         blueprints: list[tuple[Blueprint, str]] = []
@@ -257,16 +259,19 @@ class DispatchService:
                 stop_event=self._stopping,
                 sms_gateway_path=SMS_GATEWAY_SANDBOX_PREFIX if self.sms_gateway_sandbox is not None else None,
                 send_only_prefixes=self.settings.sms_gateway.countries,
+                content_templates=whatsapp.sandbox_templates(self.settings.whatsapp.templates),
             )
             blueprints.append((blueprint, SANDBOX_PREFIX))
             log.warning("twilio.sandbox: using the built-in Twilio sandbox (phones at %s/phones)", api_base)
+        make_client = partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s)
         providers: dict[str, Channels] = {
-            routing.TWILIO: TwilioChannels(
-                partial(make_twilio_client, account_sid, token, api_base, timeout_s=twilio.timeout_s),
-                twilio.from_number,
-                lambda: self.public_base,
-            )
+            routing.TWILIO: TwilioChannels(make_client, twilio.from_number, lambda: self.public_base)
         }
+        chat = self.settings.whatsapp
+        if chat.from_number:
+            providers[routing.WHATSAPP] = whatsapp.TwilioWhatsApp(
+                make_client, chat.from_number, chat.templates, lambda: self.public_base
+            )
         gateway = self.settings.sms_gateway
         if gateway.url and gateway.username and gateway.password:
             providers[routing.GATEWAY] = AndroidSmsGateway(

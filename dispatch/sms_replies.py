@@ -1,9 +1,11 @@
-"""A responder's SMS reply, whichever provider carried it: de-duplicated, applied, answered.
+"""A responder's reply, whichever provider carried it: de-duplicated, applied, answered.
 
-The Twilio webhook answers in its TwiML response; the SMS gateway's webhook has no such
-answer channel, so its reply is queued in the outbox as an SMS back through the gateway.
-Both go through :func:`receive` so the grammar, the alert codes, the cap on error answers
-and the timeline are the same.
+Each provider's webhook verifies its signature, then a small pure function parses its
+request into an :class:`InboundReply` (phone, text, provider message id, button payload).
+The Twilio webhooks (SMS, WhatsApp) answer in their TwiML response; the SMS gateway's webhook
+has no such answer channel, so its reply is queued in the outbox as an SMS back through the
+gateway. All go through :func:`receive` so the grammar, the alert codes, the cap on error
+answers and the timeline are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from dispatch.models import InboundSms
 from foundation.logsafe import mask_phone
 from foundation.settings import Settings
 from responders import messages
+from responders.replies import parse_button
+
+
+@dataclass(frozen=True)
+class InboundReply:
+    """A reply as any provider delivers it, once its webhook is verified and parsed."""
+
+    phone: str  # E.164, the number alert codes belong to ("whatsapp:" already removed)
+    text: str
+    message_id: str  # the provider's id, prefixed by provider: unique across providers
+    button_payload: str = ""  # a tapped quick-reply button's payload ("accept:12"), else ""
+    channel: str = "sms"  # sms | chat: how it came in, for the timeline
 
 
 @dataclass(frozen=True)
@@ -29,16 +43,20 @@ class Received:
     responder: acknowledge.Responder | None
 
 
-def receive(session: Session, settings: Settings, message_id: str, phone: str, body: str, now: datetime) -> Received:
-    """Apply one SMS reply in the caller's transaction; a repeated ``message_id`` changes nothing.
+def receive(session: Session, settings: Settings, inbound: InboundReply, now: datetime) -> Received:
+    """Apply one reply in the caller's transaction; a repeated ``message_id`` changes nothing.
 
     The unique ``message_id`` (a provider's id, prefixed by provider) makes a redelivered
-    webhook answer the same as the first time without applying anything again.
+    webhook answer the same as the first time without applying anything again. A tapped
+    button's payload says the verb and code itself; its text (the button's title) is kept
+    for the timeline only.
     """
+    message_id, phone, body = inbound.message_id, inbound.phone, inbound.text
     seen = session.execute(select(InboundSms).where(InboundSms.message_sid == message_id)).scalar_one_or_none()
     if seen is not None:
         return Received(seen.reply, None, acknowledge.find_responder(session, phone))
-    outcome = acknowledge.from_sms(session, settings, phone, body, now)
+    parsed = parse_button(inbound.button_payload) if inbound.button_payload else None
+    outcome = acknowledge.from_sms(session, settings, phone, body, now, parsed=parsed, channel=inbound.channel)
     reply = messages.reply_text(outcome.language, outcome.reply_key, **outcome.params)  # type: ignore[arg-type]
     if outcome.error and _error_replies_last_hour(session, phone, now) >= settings.twilio.error_replies_per_hour:
         reply = ""  # answer nothing rather than feed a loop with a misconfigured sender
@@ -55,13 +73,15 @@ def receive(session: Session, settings: Settings, message_id: str, phone: str, b
     if outcome.incident_id is not None:
         timeline.record(
             session,
-            "sms_reply",
+            "chat_reply" if inbound.channel == "chat" else "sms_reply",
             actor=f"phone:{mask_phone(phone)}",
             incident_id=outcome.incident_id,
             at=now,
             body=body[:160],
             result=outcome.reply_key,
             message_sid=message_id,
+            channel=inbound.channel,
+            button=inbound.button_payload or None,
         )
     return Received(reply, outcome, acknowledge.find_responder(session, phone))
 

@@ -46,6 +46,7 @@ SHORTCUTS = {
     "SMS_GATEWAY_USERNAME": ("sms_gateway", "username"),
     "SMS_GATEWAY_PASSWORD": ("sms_gateway", "password"),
     "SMS_GATEWAY_SIGNING_KEY": ("sms_gateway", "signing_key"),
+    "WHATSAPP_FROM_NUMBER": ("whatsapp", "from_number"),
 }
 Service = Literal["police", "disaster", "ambulance"]
 
@@ -230,10 +231,29 @@ class SmsGatewaySettings(_Section):
         return self
 
 
+class WhatsAppSettings(_Section):
+    """WhatsApp through the Twilio account (same credentials): used only when ``from_number`` is set.
+
+    A first alert must be the template WhatsApp approved (README "Responders in Indonesia"):
+    its Content SID per responder language.
+    """
+
+    from_number: str | None = Field(default=None, pattern=r"^\+[1-9]\d{6,14}$")  # the WhatsApp sender
+    templates: dict[str, str] = {}  # language (id, en) -> Content SID (HX...) of the alert template
+
+    @model_validator(mode="after")
+    def _templates_for_both(self) -> WhatsAppSettings:
+        if set(self.templates) - {"id", "en"}:
+            raise ValueError("whatsapp.templates: only the languages id and en")
+        if self.from_number and set(self.templates) != {"id", "en"}:
+            raise ValueError("whatsapp.templates needs the alert template's Content SID for id and en")
+        return self
+
+
 class EscalationStep(_Section):
     after_s: float = Field(ge=0)
     action: Literal["notify_unit", "next_unit", "supervisor"]
-    channels: tuple[Literal["sms", "voice"], ...] = Field(default=("sms",), min_length=1)
+    channels: tuple[Literal["sms", "chat", "voice"], ...] = Field(default=("sms",), min_length=1)
 
 
 class EscalationSettings(_Section):
@@ -311,6 +331,7 @@ class Settings(_Section):
     watchdog: WatchdogSettings = WatchdogSettings()
     twilio: TwilioSettings = TwilioSettings()
     sms_gateway: SmsGatewaySettings = SmsGatewaySettings()
+    whatsapp: WhatsAppSettings = WhatsAppSettings()
     escalation: EscalationSettings = EscalationSettings()
     geocoding: GeocodingSettings = GeocodingSettings()
     console: ConsoleSettings = ConsoleSettings()
@@ -321,6 +342,19 @@ class Settings(_Section):
         if self.sms_gateway.sandbox and not self.twilio.sandbox:
             raise ValueError("sms_gateway.sandbox needs the built-in Twilio sandbox (dispatch demo)")
         return self
+
+    @property
+    def outbox(self) -> TwilioSettings:
+        """The outbox's knobs (concurrency, timeouts, retries, lease, validity), for every provider.
+
+        They are read from the ``twilio:`` section, where existing configuration files have them.
+        """
+        return self.twilio
+
+    @property
+    def local_sms_countries(self) -> tuple[str, ...]:
+        """The country rule of dispatch/routing.py: numbers whose SMS go through the local gateway first."""
+        return self.sms_gateway.countries
 
     @field_validator("public_url")
     @classmethod

@@ -1,17 +1,20 @@
-"""Notification channels over Twilio: a thin adapter around the real SDK.
+"""The provider interface, and SMS and voice over Twilio (a thin adapter around the real SDK).
 
-Grafana OnCall calls this a phone provider: send an SMS, place a call, end a call, and
-look for what an unanswered request created. Retries and state live in the dispatch
-outbox, not here; this module only says what a failure *means* (:class:`SendFailed`),
-so the outbox never needs to know the provider's exceptions.
+Grafana OnCall calls this a phone provider: send an SMS, place a call, send a chat message,
+end a call, and look for what an unanswered request created. Retries and state live in the
+dispatch outbox, not here; this module only says what a failure *means* (:class:`SendFailed`),
+so the outbox never needs to know the provider's exceptions. Inbound messages and delivery
+reports come back through each provider's signed webhook (dispatch/web/), parsed by a pure
+function per provider into one neutral shape (dispatch/sms_replies.py, dispatch/delivery.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
@@ -56,18 +59,37 @@ class SendFailed(Exception):
         self.retry_after_s = retry_after_s
 
 
-class Channels(Protocol):
-    """What the outbox needs from a phone provider (Twilio, the SMS gateway, ...).
+@dataclass(frozen=True)
+class ChatMessage:
+    """A chat message (WhatsApp): the approved template with its variables, or free text.
 
+    ``variables`` None: free text (``text``), only allowed inside the 24-hour window a
+    responder's own message opened. ``marker``: a piece of text only this message contains
+    (an alert's signed one-tap link), how a lookup recognises it whatever the template says.
+    """
+
+    text: str
+    language: str
+    variables: Mapping[str, str] | None = None
+    marker: str = ""
+
+
+class Channels(Protocol):
+    """What the outbox needs from a phone provider (Twilio, the SMS gateway, WhatsApp ...).
+
+    A provider implements the methods of what it ``supports`` and raises a permanent
+    :class:`SendFailed` for the others (the router never sends it those: dispatch/routing.py).
     Each provider knows where its own delivery reports come back to; ``key`` is the outbox
     row's stable id, which a provider that accepts client ids (the SMS gateway) uses so a
     lost answer can be settled by asking for it.
     """
 
     name: str  # shown to operators: "Twilio unreachable since 20:30:27"
-    supports: frozenset[str]  # "sms", "voice"
+    supports: frozenset[str]  # "sms", "voice", "chat"
 
     def send_sms(self, to: str, body: str, *, validity_s: int, key: str) -> str: ...
+
+    def send_chat(self, to: str, message: ChatMessage, *, validity_s: int, key: str) -> str: ...
 
     def place_call(self, to: str, twiml: str) -> str: ...
 
@@ -75,21 +97,24 @@ class Channels(Protocol):
 
     def find_sms(self, to: str, body: str, *, since: datetime, key: str) -> str | None: ...
 
+    def find_chat(self, to: str, message: ChatMessage, *, since: datetime, key: str) -> str | None: ...
+
     def find_call(self, to: str, *, since: datetime, exclude: Collection[str]) -> str | None: ...
 
 
-class TwilioChannels:
-    """SMS and voice through one Twilio (or Twilio-compatible) account."""
+def unsupported(provider: str, what: str) -> SendFailed:
+    """What a provider raises for a request it cannot carry (a routing mistake: never retried)."""
+    return SendFailed("permanent", f"{provider} does not carry {what}")
 
-    name = "Twilio"
-    supports = frozenset({"sms", "voice"})
 
-    def __init__(self, make_client: Callable[[], Client], from_number: str, public_base: Callable[[], str]) -> None:
+class TwilioAccount:
+    """One Twilio (or Twilio-compatible) account: a client per thread, errors as :class:`SendFailed`."""
+
+    def __init__(self, make_client: Callable[[], Client], public_base: Callable[[], str]) -> None:
         self._make_client = make_client
         self._public_base = public_base  # Twilio's status callbacks come back to our /twilio/... webhooks
         self._local = threading.local()
         self._local.client = make_client()  # a configuration error shows at start, not at the first page
-        self._from = from_number
 
     @property
     def _client(self) -> Client:
@@ -114,6 +139,30 @@ class TwilioChannels:
                 may_have_arrived=request_may_have_arrived(exc),
                 retry_after_s=retry_after_s(self._client),
             ) from exc
+
+    def _find_message(self, to: str, from_: str, since: datetime, matches: Callable[[str], bool]) -> str | None:
+        """The SID of a message sent from ``from_`` to ``to`` since ``since`` whose body ``matches``."""
+        earliest = since - _CLOCK_SKEW
+        with self._translated():
+            listed = self._client.messages.stream(to=to, from_=from_, limit=_LOOKUP_MAX, page_size=_LOOKUP_PAGE)
+            for message in listed:
+                created = message.date_created
+                if created is not None and created < earliest:
+                    break  # older than the attempt: it is not there
+                if matches(message.body or ""):
+                    return str(message.sid)
+        return None
+
+
+class TwilioChannels(TwilioAccount):
+    """SMS and voice through one Twilio (or Twilio-compatible) account."""
+
+    name = "Twilio"
+    supports = frozenset({"sms", "voice"})
+
+    def __init__(self, make_client: Callable[[], Client], from_number: str, public_base: Callable[[], str]) -> None:
+        super().__init__(make_client, public_base)
+        self._from = from_number
 
     def send_sms(self, to: str, body: str, *, validity_s: int, key: str = "") -> str:
         """Send one SMS; returns Twilio's message SID (raises :class:`SendFailed`).
@@ -146,6 +195,12 @@ class TwilioChannels:
         log.info("call %s placed to %s", call.sid, mask_phone(to))
         return str(call.sid)
 
+    def send_chat(self, to: str, message: ChatMessage, *, validity_s: int, key: str = "") -> str:
+        raise unsupported(self.name, "chat messages")
+
+    def find_chat(self, to: str, message: ChatMessage, *, since: datetime, key: str = "") -> str | None:
+        raise unsupported(self.name, "chat messages")
+
     def end_call(self, sid: str, *, answered: bool) -> None:
         """Hang up a call nobody needs any more: ``canceled`` while it rings, ``completed`` once answered."""
         with self._translated():
@@ -158,16 +213,7 @@ class TwilioChannels:
         Used after a send whose answer never came back. Each alert's text carries a
         per-recipient code and a signed link, so the body identifies the notification.
         """
-        earliest = since - _CLOCK_SKEW
-        with self._translated():
-            listed = self._client.messages.stream(to=to, from_=self._from, limit=_LOOKUP_MAX, page_size=_LOOKUP_PAGE)
-            for message in listed:
-                created = message.date_created
-                if created is not None and created < earliest:
-                    break  # older than the attempt: it is not there
-                if message.body == body:
-                    return str(message.sid)
-        return None
+        return self._find_message(to, self._from, since, lambda text: text == body)
 
     def find_call(self, to: str, *, since: datetime, exclude: Collection[str]) -> str | None:
         """The SID of a call placed to ``to`` since ``since`` that no other notification owns, or None.

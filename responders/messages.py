@@ -890,3 +890,32 @@ def supervisor_reason(language: Language, reason: str) -> str:
     if language == "id":
         return f"tidak ada unit {service} tersedia ({', '.join(parts)})"
     return f"no {service} unit available ({', '.join(parts)})"
+
+
+# WhatsApp refuses a template variable with a line break, a tab or more than four spaces in a row.
+_CHAT_VARIABLE_MAX = 300
+
+
+def _chat_value(text: str) -> str:
+    return " ".join(text.split())[:_CHAT_VARIABLE_MAX]
+
+
+def chat_alert_variables(
+    language: Language,
+    *,
+    recipient: str,
+    service: Service,
+    code: int,
+    where: str,
+    distance_m: float | None,
+    link: str,
+    what: str | None = None,
+) -> dict[str, str]:
+    """The approved WhatsApp alert template's variables (responders/whatsapp.py TEMPLATE_BODY).
+
+    ``{"1": recipient, "2": "POLISI: what, where (1,2 km)", "3": code, "4": link}``.
+    """
+    distance = f" ({format_distance(language, distance_m)})" if distance_m is not None else ""
+    place = ", ".join(part for part in (_free_text(what or ""), _free_text(where)) if part)
+    summary = f"{_SERVICE_SMS[language][service]}: {place or _UNKNOWN_WHERE[language]}{distance}"
+    return {"1": _chat_value(recipient), "2": _chat_value(summary), "3": str(code), "4": link}

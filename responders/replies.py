@@ -259,3 +259,15 @@ def parse_reply(text: str) -> Reply | Unparsed:
         if tokens[j].is_number and not _is_quantity(tokens, j):
             return Unparsed("several codes")
     return Reply(verb, int(code.text))
+
+
+_BUTTON = re.compile(r"^(accept|decline):([0-9]{1,6})$")  # ASCII digits: our own payloads
+
+
+def parse_button(payload: str) -> Reply | Unparsed:
+    """A quick-reply button's payload (``accept:12``, ``decline:12``: the alert template's buttons)."""
+    match = _BUTTON.match(payload.strip())
+    if match is None:
+        return Unparsed("not one of our buttons")
+    verb: Verb = "accept" if match.group(1) == "accept" else "decline"
+    return Reply(verb, int(match.group(2)))

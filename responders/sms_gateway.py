@@ -25,7 +25,7 @@ from android_sms_gateway.errors import APIError, NotFoundError
 from android_sms_gateway.http import RequestsHttpClient
 
 from foundation.logsafe import mask_phone, mask_phones_in
-from responders.channels import SendFailed
+from responders.channels import ChatMessage, SendFailed, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,12 @@ class AndroidSmsGateway:
 
     def place_call(self, to: str, twiml: str) -> str:
         raise SendFailed("permanent", "the SMS gateway places no calls")
+
+    def send_chat(self, to: str, message: ChatMessage, *, validity_s: int, key: str = "") -> str:
+        raise unsupported(self.name, "chat messages")
+
+    def find_chat(self, to: str, message: ChatMessage, *, since: datetime, key: str = "") -> str | None:
+        raise unsupported(self.name, "chat messages")
 
     def end_call(self, sid: str, *, answered: bool) -> None:
         raise SendFailed("permanent", "the SMS gateway places no calls")

@@ -38,6 +38,9 @@ PERMANENT_TWILIO_CODES: frozenset[int] = frozenset(
         21211,  # invalid 'To' phone number
         21610,  # recipient replied STOP (unsubscribed)
         21614,  # 'To' is not a mobile number (landline / unreachable by SMS)
+        63003,  # WhatsApp: the 'To' number has no WhatsApp account
+        63016,  # WhatsApp: free text outside the 24-hour window (only the approved template may go)
+        63024,  # WhatsApp: invalid message recipient
     }
 )
 

@@ -285,6 +285,7 @@ def test_bucket_rules() -> None:
     assert not board.alarm(urgency("unanswered", "exhausted", owned=True))
     assert [board.age_level(s) for s in (10, 50, 61)] == ["ok", "warn", "late"]
     assert board.step_what("notify_unit", ["sms", "voice"]) == "sms_voice"
+    assert board.step_what("notify_unit", ["chat", "voice"]) == "sms_voice"  # a chat step is a text
 
 
 def test_units_page_shows_pending_pages_and_the_current_incident(

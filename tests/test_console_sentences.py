@@ -35,14 +35,14 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
         "device_low_battery",  # dispatch/device_health.py _alert
     ),
     "target": ("on_scene", "resolved"),  # dispatch/acknowledge.py _progress
+    '"chat_reply" if inbound.channel == "chat" else "sms_reply"': ("chat_reply", "sms_reply"),
 }
 # Notification progress (outbox hand-off, failures, Twilio's callbacks) folds into the notification's row.
 NOTIFICATION_EXPRESSIONS = (
-    'f"{row.channel}_queued"',
-    'f"{row.channel}_failed"',
-    'f"{row.channel}_expired"',
-    'f"sms_{state}"',  # the SMS gateway's delivery reports (sms:sent, sms:delivered, sms:failed)
-    "f\"{row.channel}_{status.replace('-', '_')}\"",
+    'f"{_medium(row)}_queued"',
+    'f"{_medium(row)}_failed"',
+    'f"{_medium(row)}_expired"',
+    "change.event",  # every provider's delivery reports (dispatch/delivery.py)
 )
 
 

@@ -159,7 +159,10 @@ def post_signed(service: DispatchService, path: str, form: dict[str, str], *, si
 
 forms = st.dictionaries(
     st.sampled_from(
-        ["MessageSid", "CallSid", "From", "To", "Body", "Digits", "MessageStatus", "CallStatus", "ErrorCode"]
+        [
+            *("MessageSid", "CallSid", "From", "To", "Body", "Digits", "MessageStatus", "CallStatus", "ErrorCode"),
+            *("ButtonPayload", "ButtonText"),
+        ]
     ),
     any_text,
     max_size=6,
@@ -168,7 +171,7 @@ forms = st.dictionaries(
 
 @FUZZ
 @given(form=forms, sign=st.booleans(), digits=st.sampled_from(["1", "2", "*", "", "9", "\u0661"]))
-def test_the_sms_and_keypad_webhooks_never_answer_500(
+def test_the_sms_whatsapp_and_keypad_webhooks_never_answer_500(
     running: DispatchService, form: dict[str, str], sign: bool, digits: str
 ) -> None:
     # Unsigned: refused, 403, or 400 when the input is malformed anyway (a NUL character is
@@ -179,6 +182,9 @@ def test_the_sms_and_keypad_webhooks_never_answer_500(
     [voice_id] = [n.id for n in notifications(running.sessions)][:1] or [1]
     gather = post_signed(running, f"/twilio/voice/gather/{voice_id}", {**form, "Digits": digits}, sign=sign)
     assert gather.status_code < 500 and (sign or gather.status_code in refused)
+    chat = {"MessageSid": "SM" + "2" * 32, "From": "whatsapp:+628110000101", "ButtonPayload": "accept:1", **form}
+    whatsapp = post_signed(running, "/twilio/whatsapp", chat, sign=sign)
+    assert whatsapp.status_code < 500 and (sign or whatsapp.status_code in refused)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -189,6 +195,7 @@ def test_the_status_webhooks_never_answer_500(running: DispatchService, status: 
     assert sid is not None
     form = {"MessageSid": sid, "MessageStatus": status, "ErrorCode": error}
     assert post_signed(running, "/twilio/sms/status", form, sign=True).status_code < 500
+    assert post_signed(running, "/twilio/whatsapp/status", form, sign=True).status_code < 500
     assert (
         post_signed(running, "/twilio/voice/status", {"CallSid": sid, "CallStatus": status}, sign=True).status_code
         < 500

@@ -119,3 +119,14 @@ def test_escalation_steps_must_be_in_time_order() -> None:
                 }
             },
         )
+
+
+def test_whatsapp_is_off_until_a_sender_is_set_and_then_needs_the_template_in_both_languages() -> None:
+    assert load_settings(environ={}).whatsapp.from_number is None
+    with pytest.raises(SettingsError, match=r"whatsapp\.templates"):
+        load_settings(environ={"WHATSAPP_FROM_NUMBER": "+6281234567890"})
+    templates = {"id": "HX" + "1" * 32, "en": "HX" + "2" * 32}
+    settings = load_settings(
+        environ={"WHATSAPP_FROM_NUMBER": "+6281234567890"}, overrides={"whatsapp": {"templates": templates}}
+    )
+    assert (settings.whatsapp.from_number, settings.whatsapp.templates) == ("+6281234567890", templates)

@@ -73,5 +73,7 @@ def age_level(age_s: float | None, target_s: float = TARGET_S) -> str:
 def step_what(action: str, channels: Sequence[str]) -> str:
     """What a step does, as a catalogue key suffix: sms, voice, sms_voice, next_unit, supervisor."""
     if action == "notify_unit":
-        return "_".join(c for c in ("sms", "voice") if c in channels) or "sms"
+        # A chat step is a text too (WhatsApp, or SMS when the responder has none): "sms" on the board.
+        texts = {"sms", "chat"} & set(channels)
+        return "_".join(c for c in ("sms", "voice") if c in channels or (c == "sms" and texts)) or "sms"
     return action

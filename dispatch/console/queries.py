@@ -338,8 +338,8 @@ def map_incidents(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-# Timeline kinds that say a page reached a unit: an SMS Twilio reports delivered, a call picked up.
-REACHED = ("sms_delivered", "voice_in_progress", "voice_answered", "voice_completed")
+# Timeline kinds that say a page reached a unit: a text its provider reports delivered, a call picked up.
+REACHED = ("sms_delivered", "chat_delivered", "voice_in_progress", "voice_answered", "voice_completed")
 
 
 def response_samples(session: Session, start: datetime, end: datetime) -> list[IncidentTimes]:

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 Translate = Callable[..., str]  # (key, **params) -> text in the reader's language
 
-# "sms_queued", "voice_no_answer": a notification's progress (the outbox's hand-off, Twilio's callbacks).
-NOTIFICATION_KIND = re.compile(r"^(sms|voice)_(.+)$")
+# "sms_queued", "chat_read", "voice_no_answer": a notification's progress (the outbox's hand-off,
+# the providers' delivery reports).
+NOTIFICATION_KIND = re.compile(r"^(sms|chat|voice)_(.+)$")
 
 # Every provider status a notification row can be in (also Twilio's callback states), for the catalogue.
 DELIVERY_STATES = (
@@ -126,7 +127,7 @@ def delivery_word(state: str, t: Translate) -> str:
 
 def _channels(data: Mapping[str, Any], t: Translate) -> str:
     named = data.get("channels") or ([data["channel"]] if data.get("channel") else [])
-    return " + ".join(t(f"channel.{c}") if c in ("sms", "voice") else str(c) for c in named)
+    return " + ".join(t(f"channel.{c}") if c in ("sms", "chat", "voice") else str(c) for c in named)
 
 
 def params(

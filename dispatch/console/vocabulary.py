@@ -52,6 +52,7 @@ KEYS = (
     N_("call.found"),
     N_("call.not_found"),
     # channel
+    N_("channel.chat"),
     N_("channel.sms"),
     N_("channel.voice"),
     # classification
@@ -145,6 +146,7 @@ KEYS = (
     N_("event.press_received"),
     N_("event.press_repeated"),
     N_("event.resolved"),
+    N_("event.chat_reply"),
     N_("event.sms_reply"),
     N_("event.state_changed"),
     N_("event.step_next_unit"),

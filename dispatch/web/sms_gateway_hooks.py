@@ -19,9 +19,9 @@ from flask import Blueprint, abort, current_app, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from dispatch import routing, sms_replies, timeline
+from dispatch import routing, sms_replies
 from dispatch.alerts import insert_notification
-from dispatch.escalation import bring_forward
+from dispatch.delivery import apply_status
 from dispatch.models import Notification, ProviderEvent
 from dispatch.web.context import WebContext
 from foundation.db import transaction
@@ -30,9 +30,8 @@ from foundation.logsafe import mask_phone
 log = logging.getLogger(__name__)
 bp = Blueprint("sms_gateway_hooks", __name__, url_prefix="/sms-gateway")
 
-# Delivery events -> our notification states (forward only, like Twilio's callbacks).
-_STATES = {"sms:sent": ("sent", 3), "sms:delivered": ("delivered", 5), "sms:failed": ("failed", 5)}
-_RANK = {"pending": 0, "sending": 0, "queued": 1, "sent": 3, "delivered": 5, "failed": 5, "undelivered": 5}
+# Delivery events -> the status words of dispatch/delivery.py (forward only, as for every provider).
+_STATES = {"sms:sent": "sent", "sms:delivered": "delivered", "sms:failed": "failed"}
 EVENTS = ("sms:received", *_STATES)
 
 
@@ -93,12 +92,19 @@ def events() -> tuple[dict[str, Any], int]:
     return answer, 200
 
 
+def parse_received(payload: dict[str, Any]) -> sms_replies.InboundReply:
+    """An ``sms:received`` payload as a provider-neutral reply (KeyError: incomplete, 400)."""
+    return sms_replies.InboundReply(
+        str(payload["phoneNumber"]), str(payload["message"])[:1600], f"sms_gateway:{payload['messageId']}"
+    )
+
+
 def _reply(
     session: Any, context: WebContext, payload: dict[str, Any], publications: list[tuple[str, bytes]]
 ) -> dict[str, Any]:
-    phone, text = str(payload["phoneNumber"]), str(payload["message"])[:1600]
-    message_id = f"sms_gateway:{payload['messageId']}"
-    received = sms_replies.receive(session, context.settings, message_id, phone, text, context.clock())
+    inbound = parse_received(payload)
+    phone, message_id = inbound.phone, inbound.message_id
+    received = sms_replies.receive(session, context.settings, inbound, context.clock())
     if received.outcome is None:
         return {"duplicate": True}
     outcome = received.outcome
@@ -131,24 +137,9 @@ def _delivery(session: Any, context: WebContext, kind: str, payload: dict[str, A
     ).scalar_one_or_none()
     if row is None:
         return {"unknown": True}
-    state, rank = _STATES[kind]
-    if rank <= _RANK.get(row.state, 0):
+    status = _STATES[kind]
+    # The phone could not send it: for good (a retry would not find a better SIM or signal in time).
+    error = str(payload.get("reason") or "") if status == "failed" else None
+    if not apply_status(session, row, status, now, actor="sms_gateway", permanent=True, error=error):
         return {"state": row.state}  # late or repeated: never move backwards
-    previous, row.state, row.updated_at = row.state, state, now
-    if state == "failed":
-        row.last_error = str(payload.get("reason") or "")[:500] or None
-    timeline.record(
-        session,
-        f"sms_{state}",
-        actor="sms_gateway",
-        incident_id=row.incident_id,
-        at=now,
-        notification_id=row.id,
-        recipient=row.recipient_id,
-        previous=previous,
-        error=row.last_error if state == "failed" else None,
-    )
-    if state == "failed" and row.assignment_id is not None and row.step_id is not None:
-        # The phone could not send it: the next step now (unless the same step's call still rings).
-        bring_forward(session, row.assignment_id, now, "permanent_sms_failure", step_id=row.step_id)
-    return {"state": state}
+    return {"state": status}

@@ -1,4 +1,4 @@
-"""Twilio webhooks: inbound SMS, delivery status, call status and keypad answers.
+"""Twilio webhooks: inbound SMS and WhatsApp, delivery status, call status and keypad answers.
 
 Every request must carry a valid ``X-Twilio-Signature`` for
 ``DISPATCH_PUBLIC_URL`` + path; anything else gets 403 and changes nothing.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any
 
@@ -19,42 +19,18 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from dispatch import acknowledge, sms_replies, timeline
-from dispatch.escalation import bring_forward
+from dispatch import acknowledge, sms_replies
+from dispatch.delivery import RANK, apply_status
 from dispatch.models import InboundSms, KeypadAnswer, Notification
 from dispatch.web.context import WebContext
 from foundation.db import transaction
 from foundation.logsafe import mask_phone
-from responders import messages
+from responders import messages, whatsapp
 from responders.replies import Reply
 from responders.twilio_client import PERMANENT_TWILIO_CODES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("twilio_hooks", __name__, url_prefix="/twilio")
-
-# Status callbacks may arrive out of order: a state only ever moves to a higher rank.
-RANK = {
-    "pending": 0,
-    "sending": 0,
-    "unknown": 0,
-    "accepted": 1,
-    "queued": 1,
-    "initiated": 1,
-    "scheduled": 1,
-    "sending_provider": 2,
-    "ringing": 2,
-    "sent": 3,
-    "in-progress": 3,
-    "answered": 4,
-    "delivered": 5,
-    "undelivered": 5,
-    "failed": 5,
-    "completed": 5,
-    "busy": 5,
-    "no-answer": 5,
-    "canceled": 5,
-    "read": 6,
-}
 
 
 def _context() -> WebContext:
@@ -85,28 +61,65 @@ def _twiml(response: MessagingResponse | VoiceResponse) -> Response:
     return Response(str(response), mimetype="application/xml")
 
 
+# Twilio's SIDs are 34 characters, numbers E.164.
+_MAX_SID, _MAX_PHONE = 64, 20
+
+
+def parse_sms(form: Mapping[str, str]) -> sms_replies.InboundReply | None:
+    """An incoming SMS webhook as a provider-neutral reply; None when it is not one (400)."""
+    sid, phone = form.get("MessageSid", ""), form.get("From", "")
+    if not sid or len(sid) > _MAX_SID or len(phone) > _MAX_PHONE:
+        return None
+    return sms_replies.InboundReply(phone, form.get("Body", "")[:1600], sid)
+
+
+def parse_whatsapp(form: Mapping[str, str]) -> sms_replies.InboundReply | None:
+    """An incoming WhatsApp webhook (``From=whatsapp:+62...``; a tapped button adds ``ButtonPayload``).
+
+    The phone is the number after the prefix: alert codes are per phone, whatever carried them.
+    """
+    sid, sender = form.get("MessageSid", ""), form.get("From", "")
+    phone = whatsapp.phone_of(sender)
+    if not sid or len(sid) > _MAX_SID or phone == sender or len(phone) > _MAX_PHONE:
+        return None
+    payload = form.get("ButtonPayload", "")[:64]
+    text = form.get("ButtonText", "") if payload else form.get("Body", "")
+    return sms_replies.InboundReply(phone, text[:1600], sid, payload, channel="chat")
+
+
 @bp.post("/sms")
 @signed
 def inbound_sms() -> Response:
     """A responder's SMS reply. De-duplicated on MessageSid; always answered with TwiML."""
-    context = _context()
-    sid = request.form.get("MessageSid", "")
-    phone = request.form.get("From", "")
-    body = request.form.get("Body", "")[:1600]
-    if not sid or len(sid) > 64 or len(phone) > 20:  # Twilio's SIDs are 34 characters, numbers E.164
+    return _inbound(parse_sms(request.form))
+
+
+@bp.post("/whatsapp")
+@signed
+def inbound_whatsapp() -> Response:
+    """A responder's WhatsApp message or button tap: the same grammar and codes as an SMS reply.
+
+    The answer goes back in the TwiML response, inside the 24-hour window the message opened.
+    """
+    return _inbound(parse_whatsapp(request.form))
+
+
+def _inbound(inbound: sms_replies.InboundReply | None) -> Response:
+    if inbound is None:
         abort(400)
+    context = _context()
     now = context.clock()
     try:
         with transaction(context.sessions) as session:
             # The same grammar, codes, cap on error answers and timeline as the SMS gateway's replies.
-            received = sms_replies.receive(session, context.settings, sid, phone, body, now)
+            received = sms_replies.receive(session, context.settings, inbound, now)
     except IntegrityError:
         # The same MessageSid raced us in another request: answer what that one answered.
         with context.sessions() as session:
-            seen = session.execute(select(InboundSms).where(InboundSms.message_sid == sid)).scalar_one()
-            return _sms_reply(seen.reply)
+            query = select(InboundSms).where(InboundSms.message_sid == inbound.message_id)
+            return _sms_reply(session.execute(query).scalar_one().reply)
     if received.outcome is not None:
-        log.info("sms reply from %s: %s", mask_phone(phone), received.outcome.reply_key)
+        log.info("%s reply from %s: %s", inbound.channel, mask_phone(inbound.phone), received.outcome.reply_key)
         context.after_commit(received.outcome.publications)
     return _sms_reply(received.reply)
 
@@ -135,50 +148,28 @@ def voice_status() -> Response:
     return _status(request.form.get("CallSid", ""), request.form.get("CallStatus", ""))
 
 
+@bp.post("/whatsapp/status")
+@signed
+def whatsapp_status() -> Response:
+    """Delivery progress of a WhatsApp message we sent; ``read`` is a receipt, never an acknowledgement."""
+    return _status(request.form.get("MessageSid", ""), request.form.get("MessageStatus", ""))
+
+
 def _status(sid: str, status: str) -> Response:
+    """One status callback, by the rules every provider shares (dispatch/delivery.py)."""
     context = _context()
     now = context.clock()
-    error_code = request.form.get("ErrorCode")
+    given = request.form.get("ErrorCode", "")
+    error_code = int(given) if given.isdigit() else None
     if not _wait_for_sid(context, sid):
         log.warning("status %s for unknown sid %s", status, sid)
         return Response(status=204)
     with transaction(context.sessions) as session:
         row = session.execute(select(Notification).where(Notification.provider_sid == sid)).scalar_one()
-        if RANK.get(status, -1) <= RANK.get(row.state, 0):
-            return Response(status=204)  # late or repeated callback: never move backwards
-        previous, row.state, row.updated_at = row.state, status, now
-        if error_code and error_code.isdigit():
-            row.error_code = int(error_code)
-        timeline.record(
-            session,
-            f"{row.channel}_{status.replace('-', '_')}",
-            actor="twilio",
-            incident_id=row.incident_id,
-            at=now,
-            notification_id=row.id,
-            recipient=row.recipient_id,
-            previous=previous,
-            error_code=row.error_code,
-        )
-        reason = _definite_failure(row.channel, status, row.error_code)
-        if reason is not None and row.assignment_id is not None:
-            bring_forward(session, row.assignment_id, now, reason, step_id=row.step_id)
+        permanent = error_code in PERMANENT_TWILIO_CODES
+        apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
     context.wake()
     return Response(status=204)
-
-
-def _definite_failure(channel: str, status: str, error_code: int | None) -> str | None:
-    """Why this status means the page will not reach anyone, or None when it still may (or did).
-
-    A call nobody picked up, that was busy or failed; an SMS refused for good (a landline,
-    an unsubscribed or invalid number). An SMS that failed for a passing reason, or a call
-    we cancelled ourselves, moves nothing: the policy's own timing stands.
-    """
-    if channel == "voice" and status in ("no-answer", "busy", "failed"):
-        return status
-    if channel == "sms" and status in ("failed", "undelivered") and error_code in PERMANENT_TWILIO_CODES:
-        return "permanent_sms_failure"
-    return None
 
 
 def _wait_for_sid(context: WebContext, sid: str, timeout_s: float = 3.0) -> bool:

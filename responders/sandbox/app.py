@@ -11,6 +11,10 @@ What it imitates, and why it matters for the application under test:
   application's signature check runs unchanged in the demo.
 * ``/phones`` is a phone simulator for people: it shows what each responder's phone
   received and lets them reply, press keys or let a call ring out.
+* WhatsApp: ``whatsapp:+62...`` To/From; ``ContentSid`` + ``ContentVariables`` render the
+  configured template text (``content_templates``) and its quick-reply buttons; status
+  callbacks go on to ``read``; a phone's button tap or text reaches ``/twilio/whatsapp``
+  signed like every webhook, with ``ButtonPayload``/``ButtonText``.
 
 Known simplifications: no ``<Redirect>``, ``<Dial>`` or recordings; call status
 callbacks triggered from the phone page are sent before the page gets its answer.
@@ -19,6 +23,7 @@ callbacks triggered from the phone page are sent before the page gets its answer
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import queue
 import re
@@ -26,7 +31,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -52,6 +57,7 @@ from responders.sandbox.store import (
 _log = logging.getLogger(__name__)
 
 API_VERSION = "2010-04-01"
+WHATSAPP = "whatsapp:"  # the address prefix of WhatsApp senders and recipients
 # Twilio's documented "magic" test number: obviously not a real sender in screenshots.
 DEFAULT_TWILIO_NUMBER = "+15005550006"
 
@@ -173,8 +179,10 @@ class _Sandbox:
         webhook_timeout_s: float,
         retry_backoff_s: float,
         stop_event: threading.Event,
+        content_templates: Mapping[str, tuple[str, Sequence[tuple[str, str]]]],
     ) -> None:
         self.store = store
+        self.content_templates = dict(content_templates)
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.webhook_base = webhook_base
@@ -205,7 +213,8 @@ class _Sandbox:
                 received_at=utcnow(),
             )
         )
-        outage = self.store.current_outage(request.path)
+        to = request.form.get("To", "") or request.args.get("To", "")
+        outage = self.store.current_outage(request.path, whatsapp=to.startswith(WHATSAPP))
         if outage is not None and outage.mode == "error":
             response = _twilio_error(
                 outage.status,
@@ -281,7 +290,15 @@ class _Sandbox:
             return _twilio_error(400, 21604, "A 'To' phone number is required.")
         if not from_:
             return _twilio_error(400, 21603, "A 'From' phone number is required.")
-        if not body and not form.get("MediaUrl") and not form.get("ContentSid"):
+        if to.startswith(WHATSAPP) != from_.startswith(WHATSAPP):
+            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
+        buttons: list[list[str]] = []
+        if form.get("ContentSid"):
+            rendered = self._render_content(form["ContentSid"], form.get("ContentVariables", ""))
+            if isinstance(rendered, Response):
+                return rendered
+            body, buttons = rendered
+        if not body and not form.get("MediaUrl"):
             return _twilio_error(400, 21602, "Message body is required.")
         if len(body) > _MAX_BODY_CHARS:
             return _twilio_error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
@@ -293,7 +310,7 @@ class _Sandbox:
                 return _twilio_error(400, 90014, "Validity Period should be positive integer")
             if not 1 <= validity_period <= _MAX_VALIDITY_PERIOD_S:
                 return _twilio_error(400, 90007, "Invalid validity period value")
-        rejection = self._rejection(to)
+        rejection = self._rejection(to.removeprefix(WHATSAPP))
         if rejection is not None:
             return rejection
         now = utcnow()
@@ -311,6 +328,8 @@ class _Sandbox:
                 validity_period=validity_period,
                 status_callback=form.get("StatusCallback") or None,
                 num_segments=count_segments(body),
+                content_sid=form.get("ContentSid") or None,
+                buttons=buttons,
             )
         )
         _log.info("sandbox accepted sms %s to %s", message.sid, _mask(to))
@@ -318,6 +337,26 @@ class _Sandbox:
         response = jsonify(self.message_json(message))
         response.status_code = 201
         return response
+
+    def _render_content(self, content_sid: str, given: str) -> tuple[str, list[list[str]]] | Response:
+        """A Content API template's text and buttons with ``ContentVariables`` filled in, as WhatsApp shows them."""
+        template = self.content_templates.get(content_sid)
+        if template is None:
+            return _twilio_error(400, 21655, "The ContentSid is Invalid")
+        try:
+            variables = json.loads(given) if given else {}
+            if not isinstance(variables, dict):
+                raise ValueError
+        except ValueError:
+            return _twilio_error(400, 21656, "The ContentVariables Parameter is invalid")
+        text, buttons = template
+
+        def fill(value: str) -> str:
+            for name, replacement in variables.items():
+                value = value.replace("{{" + str(name) + "}}", str(replacement))
+            return value
+
+        return fill(text), [[fill(title), fill(payload)] for title, payload in buttons]
 
     def list_messages(self) -> Response:
         """``messages.list(to=, from_=)``: newest first, one page (enough for a sandbox)."""
@@ -413,6 +452,16 @@ class _Sandbox:
             final = self.store.update_message(sid, status="delivered")
         if final:
             notify(final)
+        if final and final.status == "delivered" and final.to.startswith(WHATSAPP):
+            self._read_receipt(sid, notify)
+
+    def _read_receipt(self, sid: str, notify: Callable[[SandboxMessage], None]) -> None:
+        # WhatsApp tells the sender when the message was opened (read receipts on): "read".
+        if self.stop_event.wait(self.callback_delay_s):
+            return
+        read = self.store.update_message(sid, status="read")
+        if read:
+            notify(read)
 
     def _drain_status_callbacks(self, callbacks: queue.SimpleQueue[SandboxMessage | None]) -> None:
         while (message := callbacks.get()) is not None:
@@ -742,7 +791,35 @@ class _Sandbox:
 
     # -- inbound SMS -----------------------------------------------------------------
 
-    def inbound_sms(self, phone: str, body: str, to: str | None) -> dict[str, Any]:
+    def inbound_whatsapp(self, phone: str, body: str, button: tuple[str, str] | None = None) -> dict[str, Any]:
+        """A phone writes on WhatsApp or taps a quick-reply button: the signed webhook to ``/twilio/whatsapp``.
+
+        Answered to the WhatsApp sender that last wrote to this phone (the alert's sender).
+        """
+        sender = self.store.twilio_number_for(WHATSAPP + phone) or WHATSAPP + self.twilio_number
+        extra = {"ProfileName": phone, "WaId": phone.lstrip("+")}
+        if button is not None:
+            body = button[0]
+            extra |= {"ButtonText": button[0], "ButtonPayload": button[1]}
+        return self.inbound_sms(WHATSAPP + phone, body, sender, path="/twilio/whatsapp", extra=extra)
+
+    def tap_button(self, sid: str, index: int) -> tuple[dict[str, Any], int]:
+        """The phone taps button ``index`` under WhatsApp message ``sid``."""
+        message = self.store.message(sid)
+        if message is None or not 0 <= index < len(message.buttons):
+            return {"ok": False, "error": "no such message or button"}, 404
+        title, payload = message.buttons[index]
+        return self.inbound_whatsapp(message.to.removeprefix(WHATSAPP), title, (title, payload)), 200
+
+    def inbound_sms(
+        self,
+        phone: str,
+        body: str,
+        to: str | None,
+        *,
+        path: str = "/twilio/sms",
+        extra: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """A phone texts the Twilio number: deliver the incoming-SMS webhook to the app."""
         twilio_number = to or self.store.twilio_number_for(phone) or self.twilio_number
         now = utcnow()
@@ -772,9 +849,10 @@ class _Sandbox:
             "SmsSid": message.sid,
             "SmsStatus": "received",
             "To": twilio_number,
+            **(extra or {}),
         }
         _log.info("sandbox inbound sms %s from %s", message.sid, _mask(phone))
-        delivery = self.send("incoming-sms", self.base_url() + "/twilio/sms", params, timeout_s=self.webhook_timeout_s)
+        delivery = self.send("incoming-sms", self.base_url() + path, params, timeout_s=self.webhook_timeout_s)
         self.store.update_message(message.sid, app_response=delivery)
         replies: list[str] = []
         if delivery.ok:
@@ -921,7 +999,7 @@ class _Sandbox:
         calls = self.store.calls
         entries: list[tuple[datetime, str, str, dict[str, Any]]] = []
         for message in messages:
-            remote = message.from_ if message.direction == "inbound" else message.to
+            remote = (message.from_ if message.direction == "inbound" else message.to).removeprefix(WHATSAPP)
             entries.append((message.created_at, remote, "messages", _message_view(message)))
         for call in calls:
             entries.append((call.created_at, call.to, "calls", self.call_view(call)))
@@ -958,6 +1036,8 @@ def _message_view(message: SandboxMessage) -> dict[str, Any]:
         "error_code": message.error_code,
         "validity_period": message.validity_period,
         "app_response": _delivery_json(message.app_response),
+        "whatsapp": message.to.startswith(WHATSAPP) or message.from_.startswith(WHATSAPP),
+        "buttons": [title for title, _ in message.buttons],
     }
 
 
@@ -989,6 +1069,7 @@ def create_sandbox_blueprint(
     name: str = "twilio_sandbox",
     sms_gateway_path: str | None = None,
     send_only_prefixes: tuple[str, ...] = (),
+    content_templates: Mapping[str, tuple[str, Sequence[tuple[str, str]]]] | None = None,
 ) -> Blueprint:
     """Build the sandbox blueprint; the caller picks the prefix, e.g. ``url_prefix="/sandbox/twilio"``.
 
@@ -1003,6 +1084,8 @@ def create_sandbox_blueprint(
     ``sms_gateway_path`` is where the SMS Gateway for Android stand-in is mounted (its phones
     are shown on the same cards, with a reply box through it); ``send_only_prefixes`` are the
     countries whose numbers Twilio sends to but carries no reply from (marked on each SMS).
+    ``content_templates``: Content SID -> (text, quick-reply buttons as (title, payload)),
+    ``{{n}}`` filled from ``ContentVariables``.
     """
     sandbox = _Sandbox(
         store,
@@ -1016,6 +1099,7 @@ def create_sandbox_blueprint(
         webhook_timeout_s=webhook_timeout_s,
         retry_backoff_s=retry_backoff_s,
         stop_event=stop_event or threading.Event(),
+        content_templates=content_templates or {},
     )
     # Read the page here rather than through Flask's template loader, so the dispatch
     # app's own templates (which take precedence over a blueprint's) can't shadow it.
@@ -1060,6 +1144,8 @@ def create_sandbox_blueprint(
             t=words.WORDS[lang],
             phones_json_url=url_for(".phones_json"),
             sms_url=url_for(".phone_sms"),
+            whatsapp_url=url_for(".phone_whatsapp"),
+            button_url_template=url_for(".phone_button", sid="MSGSID", index=0).removesuffix("/0"),
             call_url_template=url_for(".phone_digits", sid="CALLSID").removesuffix("/digits"),
             twilio_number=twilio_number,
             webhook_base=sandbox.base_url(),
@@ -1078,6 +1164,19 @@ def create_sandbox_blueprint(
         if not _E164.match(phone) or not body.strip():
             return jsonify({"ok": False, "error": "From (E.164) and Body are required"}), 400
         return jsonify(sandbox.inbound_sms(phone, body, request.form.get("To") or None)), 200
+
+    @bp.post("/phones/whatsapp")
+    def phone_whatsapp() -> tuple[Response, int]:
+        phone = request.form.get("From", "").strip().removeprefix(WHATSAPP)
+        body = request.form.get("Body", "")
+        if not _E164.match(phone) or not body.strip():
+            return jsonify({"ok": False, "error": "From (E.164) and Body are required"}), 400
+        return jsonify(sandbox.inbound_whatsapp(phone, body)), 200
+
+    @bp.post("/phones/whatsapp/<sid>/buttons/<int:index>")
+    def phone_button(sid: str, index: int) -> tuple[Response, int]:
+        result, status = sandbox.tap_button(sid, index)
+        return jsonify(result), status
 
     @bp.post("/phones/calls/<sid>/answer")
     def phone_answer(sid: str) -> tuple[Response, int]:

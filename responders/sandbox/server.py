@@ -12,7 +12,7 @@ Used by tests and by anyone who needs a Twilio-compatible endpoint on a local po
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -36,6 +36,7 @@ def run_sandbox_server(
     twilio_number: str = DEFAULT_TWILIO_NUMBER,
     callback_delay_s: float = 0.2,
     retry_backoff_s: float = 0.5,
+    content_templates: Mapping[str, tuple[str, Sequence[tuple[str, str]]]] | None = None,
 ) -> tuple[threading.Thread, BaseWSGIServer]:
     """Serve the sandbox blueprint under ``url_prefix`` on ``host:port`` from a daemon thread.
 
@@ -57,6 +58,7 @@ def run_sandbox_server(
             callback_delay_s=callback_delay_s,
             retry_backoff_s=retry_backoff_s,
             stop_event=stop_event,
+            content_templates=content_templates,
         ),
         url_prefix=url_prefix,
     )

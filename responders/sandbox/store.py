@@ -100,6 +100,9 @@ class SandboxMessage:
     status_history: list[str] = field(default_factory=list)
     # For inbound messages: what the application answered to the incoming-SMS webhook.
     app_response: WebhookDelivery | None = None
+    # WhatsApp: the template it was rendered from, and its quick-reply buttons [title, payload].
+    content_sid: str | None = None
+    buttons: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -143,7 +146,7 @@ class Outage:
     status: int
     retry_after_s: float | None
     hang_s: float
-    resource: str | None = None  # "Calls", "Messages"; None: every API request
+    resource: str | None = None  # "Calls", "Messages", "WhatsApp"; None: every API request
 
 
 class SandboxStore:
@@ -214,7 +217,8 @@ class SandboxStore:
           timeout sees a read timeout for a request that did take effect).
 
         Calls chain: ``outage("hang", 15, hang_s=20)`` then ``outage("error", 15)`` is "hangs for
-        15 s, then answers 500 for 15 s". ``resource`` ("Calls", "Messages") limits it to one API.
+        15 s, then answers 500 for 15 s". ``resource`` ("Calls", "Messages") limits it to one API;
+        "WhatsApp" to requests for ``whatsapp:`` addresses (SMS and calls go on working).
         """
         if mode not in ("error", "hang", "slow"):
             raise ValueError("mode must be error, hang or slow")
@@ -227,18 +231,17 @@ class SandboxStore:
             self._outages.append(scheduled)
             return scheduled
 
-    def current_outage(self, path: str = "") -> Outage | None:
-        """The outage in force now for a request to ``path``, if any."""
+    def current_outage(self, path: str = "", *, whatsapp: bool = False) -> Outage | None:
+        """The outage in force now for a request to ``path`` (``whatsapp``: for a whatsapp: address), if any."""
         now = utcnow()
+
+        def hits(outage: Outage) -> bool:
+            if outage.resource == "WhatsApp":
+                return whatsapp
+            return outage.resource is None or f"/{outage.resource}" in path
+
         with self._lock:
-            return next(
-                (
-                    o
-                    for o in self._outages
-                    if o.starts_at <= now < o.ends_at and (o.resource is None or f"/{o.resource}" in path)
-                ),
-                None,
-            )
+            return next((o for o in self._outages if o.starts_at <= now < o.ends_at and hits(o)), None)
 
     def end_outages(self) -> None:
         """Every outage, scheduled or running, is over now."""
