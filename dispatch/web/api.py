@@ -329,10 +329,15 @@ def create_api_blueprint(spec: SpecTree) -> Blueprint:
 
 
 def with_auth_answers(document: dict[str, Any]) -> dict[str, Any]:
-    """The document with 401 and 403 on every operation: require_role answers them before spectree sees
-    the request, so spectree cannot know about them."""
+    """The document with 400, 401 and 403 on every operation: the edge (a NUL character in any query
+    or form value, dispatch/web/hardening.py) and require_role answer them before spectree sees the
+    request, so spectree cannot know about them."""
     problem = m.Problem.model_json_schema()
     answers = {
+        "400": {
+            "description": "input refused before validation (a NUL character)",
+            "content": {"application/json": {"schema": problem}},
+        },
         "401": {"description": "no valid bearer token", "content": {"application/json": {"schema": problem}}},
         "403": {
             "description": "the token's role is below the operation's",

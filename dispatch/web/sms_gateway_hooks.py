@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, abort, current_app, request
@@ -69,6 +70,8 @@ def events() -> tuple[dict[str, Any], int]:
     try:
         event = json.loads(body)
         kind, event_id, payload = str(event["event"]), str(event["id"]), dict(event["payload"])
+        if not (kind.isprintable() and event_id.isprintable()):
+            raise ValueError("control characters in the event's kind or id")
     except (ValueError, KeyError, TypeError):
         return {"error": "not a gateway event"}, 400
     publications: list[tuple[str, bytes]] = []
@@ -93,10 +96,30 @@ def events() -> tuple[dict[str, Any], int]:
 
 
 def parse_received(payload: dict[str, Any]) -> sms_replies.InboundReply:
-    """An ``sms:received`` payload as a provider-neutral reply (KeyError: incomplete, 400)."""
-    return sms_replies.InboundReply(
-        str(payload["phoneNumber"]), str(payload["message"])[:1600], f"sms_gateway:{payload['messageId']}"
-    )
+    """An ``sms:received`` payload as a provider-neutral reply (KeyError, ValueError: 400)."""
+    phone = payload["phoneNumber"]
+    if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
+        raise ValueError("phoneNumber is not a phone number")
+    text = payload["message"]
+    if not isinstance(text, str):
+        raise ValueError("message is not text")
+    # A NUL cannot be stored (PostgreSQL) and no handset types one.
+    return sms_replies.InboundReply(phone, text.replace("\x00", "")[:1600], f"sms_gateway:{_message_id(payload)}")
+
+
+# The number as the phone reports it: E.164 or a local number, at most 20 characters (our columns').
+_PHONE = re.compile(r"\+?[0-9]{3,19}")
+# Our own ids are "dispatch-n<row>"; the app's are short too. Prefixed, it must fit 64 characters.
+_MAX_MESSAGE_ID = 50
+
+
+def _message_id(payload: dict[str, Any]) -> str:
+    """The gateway's message id: short, printable, no spaces (ValueError otherwise: 400)."""
+    value = payload["messageId"]
+    message_id = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if not message_id or len(message_id) > _MAX_MESSAGE_ID or not message_id.isprintable() or " " in message_id:
+        raise ValueError("messageId is not a gateway message id")
+    return message_id
 
 
 def _reply(
@@ -132,7 +155,7 @@ def _delivery(session: Any, context: WebContext, kind: str, payload: dict[str, A
     now = context.clock()
     row = session.execute(
         select(Notification).where(
-            Notification.provider == routing.GATEWAY, Notification.provider_sid == str(payload["messageId"])
+            Notification.provider == routing.GATEWAY, Notification.provider_sid == _message_id(payload)
         )
     ).scalar_one_or_none()
     if row is None:
