@@ -69,8 +69,8 @@ from responders.sandbox.store import SandboxMessage
 ROSTER = Path(__file__).resolve().parent.parent / "config" / "roster.example.yaml"
 ACCOUNT_SID = "AC" + "1" * 32
 DEVICES = [f"BTN-{i:04d}" for i in range(1, 13)]
-# The bench's WhatsApp sender and alert template (``--channel chat``), rendered by the server.
-WHATSAPP_TEMPLATES = {"id": "HX" + "0" * 31 + "1", "en": "HX" + "0" * 31 + "2"}
+# The bench's WhatsApp alert templates (``--channel chat``), rendered by the server.
+WHATSAPP_TEMPLATES = whatsapp.SANDBOX_TEMPLATES
 
 
 def one_step_policy(channel: str) -> list[dict[str, Any]]:
@@ -280,7 +280,10 @@ def run(
                     "repeat": 0,
                     "policies": {service: one_step_policy(channel) for service in ("police", "disaster", "ambulance")},
                 },
-                "whatsapp": {"from_number": "+15005550010", "templates": WHATSAPP_TEMPLATES},
+                # Only for --channel chat: the roster's AMB-01 prefers WhatsApp whenever it exists.
+                "whatsapp": (
+                    {"from_number": "+15005550010", "templates": WHATSAPP_TEMPLATES} if channel == "chat" else {}
+                ),
             }
             if gateway is not None:
                 overrides["sms_gateway"] = gateway.settings()  # +62 numbers: the gateway first

@@ -67,14 +67,19 @@ def demo(host: str | None, port: int | None) -> None:
     """Serve with the example roster loaded (embedded broker, SQLite and Twilio sandbox unless configured).
 
     With the Twilio sandbox and no SMS_GATEWAY_URL, an SMS Gateway for Android stand-in runs
-    beside it, so +62 responders are paged, and reply, by two-way SMS through the "gateway".
+    beside it, so +62 responders are paged, and reply, by two-way SMS through the "gateway";
+    and without a WhatsApp sender, WhatsApp runs on the sandbox too (AMB-01 prefers it).
     """
+    from responders import whatsapp
+
     overrides = _web_overrides(host, port)
     configured = _settings(overrides)
     if configured.twilio.account_sid is None:
         overrides["twilio"] = {"sandbox": True}
         if configured.sms_gateway.url is None:
             overrides["sms_gateway"] = {"sandbox": True}
+        if configured.whatsapp.from_number is None:
+            overrides["whatsapp"] = {"from_number": whatsapp.SANDBOX_SENDER, "templates": whatsapp.SANDBOX_TEMPLATES}
     _serve(_settings(overrides), roster=EXAMPLE_ROSTER)
 
 

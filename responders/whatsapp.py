@@ -39,6 +39,12 @@ TEMPLATE_BUTTONS = {
 }
 
 
+# What `dispatch demo` uses with the built-in Twilio sandbox (no account): Twilio's public
+# WhatsApp sandbox sender and made-up Content SIDs the sandbox renders from the text above.
+SANDBOX_SENDER = "+14155238886"
+SANDBOX_TEMPLATES = {"id": "HX" + "0" * 31 + "1", "en": "HX" + "0" * 31 + "2"}
+
+
 def address(phone: str) -> str:
     """``+6281...`` -> ``whatsapp:+6281...``."""
     return phone if phone.startswith(PREFIX) else PREFIX + phone

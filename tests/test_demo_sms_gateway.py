@@ -26,6 +26,7 @@ from devices.simulator import SimulatedDevice
 from dispatch.models import Assignment, EscalationStep
 from dispatch.service import SMS_GATEWAY_SANDBOX_PREFIX, DispatchService
 from foundation.settings import Settings, SettingsError
+from responders import whatsapp
 from responders.sandbox.sms_gateway import GatewayStore
 from tests.conftest import eventually, free_port
 from tests.responder_helpers import UNIT_PHONES, calls_to, fast_escalation, kinds, notifications, sandbox, texts_to
@@ -84,6 +85,33 @@ def test_a_plus62_responder_is_paged_through_the_gateway_and_accepts_by_replying
     eventually(lambda: len(stand_in(service).outbound_to(POL01)) == 2, timeout=10)
     shown = requests.get(gateway_url(service, "/phones.json"), timeout=5).json()["messages"]
     assert [m["direction"] for m in shown if m["phone"] == POL01] == ["outbound", "inbound", "outbound"]
+
+
+def test_the_demo_pages_amb01_on_whatsapp_with_buttons_and_a_tap_on_terima_accepts(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    # What `dispatch demo` adds without a WhatsApp sender: WhatsApp on the sandbox; the example
+    # roster's AMB-01 lists it first, so each channel shows on some phone of the demo.
+    demo_whatsapp = {"from_number": whatsapp.SANDBOX_SENDER, "templates": whatsapp.SANDBOX_TEMPLATES}
+    service = start_service(**DEMO, whatsapp=demo_whatsapp, escalation=SMS_THEN_CALL)
+    with SimulatedDevice(broker_url, "BTN-0006") as button:  # Panti Wreda Kasih: AMB-01 is nearest
+        incident_id = int(button.wait_status(button.press("demo-whatsapp-1"))["incident_id"])
+    amb01 = UNIT_PHONES["AMB-01"]
+    [alert] = eventually(
+        lambda: [m for m in sandbox(service).messages if m.to == f"whatsapp:{amb01}" and m.buttons], timeout=15
+    )
+    assert [title for title, _ in alert.buttons] == ["Terima", "Tolak"]
+    assert stand_in(service).outbound_to(amb01) == [] and texts_to(sandbox(service), amb01) == []
+    tapped = requests.post(
+        f"http://127.0.0.1:{service.web_port}/sandbox/twilio/phones/whatsapp/{alert.sid}/buttons/0", timeout=20
+    ).json()
+    assert tapped["ok"], tapped
+    with sessions() as session:
+        assignment = eventually(
+            lambda: session.execute(select(Assignment).where(Assignment.state == "accepted")).scalar_one_or_none()
+        )
+        assert assignment.accepted_unit_id == "AMB-01"
+    eventually(lambda: {"chat_reply", "accepted"} <= set(kinds(sessions, incident_id)))
 
 
 def test_the_stand_in_keeps_its_made_up_secrets_to_itself(
