@@ -113,14 +113,13 @@ _CODE_ATTEMPTS = 8
 
 def _smallest_free_code(session: Session, phone: str) -> int:
     # 86 is never a code: "SIAP 86" is police slang for "understood" (responders.replies), so it
-    # counts as taken; the smallest free code is then 1, or the first gap after a taken one.
+    # counts as taken; so does 0, which is never a code, so that a free 1 is a gap like any other.
     taken = union_all(
         select(AlertCode.code.label("code")).where(AlertCode.phone == phone),
+        select(literal(0).label("code")),
         select(literal(int(SLANG_UNDERSTOOD)).label("code")),
     ).cte("taken")
     after, next_one = taken.alias("after"), taken.alias("next_one")
-    if not session.execute(select(exists().where(taken.c.code == 1))).scalar_one():
-        return 1
     gap = select(func.min(after.c.code + 1)).where(~exists().where(next_one.c.code == after.c.code + 1))
     return int(session.execute(gap).scalar_one())
 
