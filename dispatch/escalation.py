@@ -1,10 +1,10 @@
 """The escalation engine: durable steps in the database, executed once each.
 
 - ``start`` (in the intake transaction) creates the assignment and its first step.
-- ``run_due_steps`` (scheduler tick) claims one due step at a time atomically
+- ``run_due_steps`` (scheduler tick) claims a batch of due steps atomically
   (``UPDATE ... RETURNING`` under SQLite's write lock; ``FOR UPDATE SKIP LOCKED``
-  on PostgreSQL), executes it and schedules the next one in the same transaction.
-  A crash rolls the whole step back; it is claimed again on the next tick.
+  on PostgreSQL) and executes each, with the next one it schedules, in its own savepoint
+  of the batch's transaction. A crash rolls the batch back; it is claimed again on the next tick.
 - A step whose fence is older than its assignment's exits without acting.
 - Notifications are only written here (the outbox); ``dispatch/outbox.py`` sends them.
 - A round (one pass through the policy) starts from the nearest available unit: a unit
@@ -115,34 +115,58 @@ class EscalationEngine:
 
     # -- executing due steps ---------------------------------------------------
 
-    def run_due_steps(self, limit: int = 200) -> list[StepOutcome]:
-        """Execute due steps, one transaction each, until none is due (or ``limit``)."""
+    def run_due_steps(self, limit: int = 200, *, committed: Callable[[], object] | None = None) -> list[StepOutcome]:
+        """Execute due steps, a batch per transaction, until none is due (or ``limit``).
+
+        A batch shares one claim, one commit and one connection checkout: a burst of
+        thousands of first steps is paid per batch, not per step. Each step runs in its own
+        savepoint, so a step that raises is rolled back alone and its batch carries on.
+        ``committed`` is called after each batch's commit (the sender may start at once).
+        """
         outcomes: list[StepOutcome] = []
         busy: set[int] = set()  # steps whose incident someone else is working on: after this pass
+        batch = self._settings.escalation.batch_size
         while len(outcomes) < limit:
             now = self._clock()
-            step_id = None
-            try:
-                with transaction(self._sessions) as session:
-                    step = claim_due_step(session, now, skip=busy)
-                    if step is None:
-                        break
-                    step_id = step.id
-                    outcome = self._execute(session, step, now)
-            except IncidentBusy as held:
-                busy.add(held.step_id)
-                continue
-            except Exception as exc:
-                if step_id is None or not self._poisoned(step_id, exc):
-                    raise
-                log.exception("step %d failed %d times in a row: set aside", step_id, POISON_AFTER)
-                self._set_aside(step_id, exc, now)
-                continue
-            self._failures.pop(step_id, None)
-            outcomes.append(outcome)
-            for topic, payload in outcome.publications:
-                self._publish(topic, payload)
+            done: list[StepOutcome] = []
+            with transaction(self._sessions) as session:
+                steps = claim_due_steps(session, now, min(batch, limit - len(outcomes)), skip=busy)
+                for step in steps:
+                    outcome = self._execute_alone(session, step, now, busy)
+                    if outcome is not None:
+                        done.append(outcome)
+            if not steps:
+                break
+            outcomes.extend(done)
+            for outcome in done:
+                self._failures.pop(outcome.step_id, None)
+                for topic, payload in outcome.publications:
+                    self._publish(topic, payload)
+            if done and committed is not None:
+                committed()
         return outcomes
+
+    def _execute_alone(
+        self, session: Session, step: EscalationStep, now: datetime, busy: set[int]
+    ) -> StepOutcome | None:
+        """One step of a batch in its own savepoint; None when it did not run (busy, failed)."""
+        step_id = step.id
+        try:
+            with session.begin_nested():
+                return self._execute(session, step, now)
+        except IncidentBusy:
+            busy.add(step_id)
+            return None
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable: the whole batch rolls back and is claimed again
+        except Exception as exc:
+            busy.add(step_id)  # rolled back alone; the rest of the batch goes on
+            if self._poisoned(step_id, exc):
+                log.exception("step %d failed %d times in a row: set aside", step_id, POISON_AFTER)
+                self._set_aside(session, step_id, exc, now)
+            else:
+                log.exception("step %d failed; it is tried again on the next pass", step_id)
+            return None
 
     def _poisoned(self, step_id: int, exc: Exception) -> bool:
         if isinstance(exc, OperationalError | InterfaceError):
@@ -150,11 +174,11 @@ class EscalationEngine:
         failures = self._failures[step_id] = self._failures.get(step_id, 0) + 1
         return failures >= POISON_AFTER
 
-    def _set_aside(self, step_id: int, exc: Exception, now: datetime) -> None:
+    def _set_aside(self, session: Session, step_id: int, exc: Exception, now: datetime) -> None:
         """Take a step that keeps failing out of the queue, and put its incident before a person."""
         self._failures.pop(step_id, None)
         error = f"{type(exc).__name__}: {exc}"[:300]
-        with transaction(self._sessions) as session:
+        with session.begin_nested():
             step = session.get_one(EscalationStep, step_id)
             step.state, step.done_at, step.result = "failed", now, {"error": error}
             incident = session.get_one(Incident, step.incident_id)
@@ -646,24 +670,31 @@ def _lock_now(session: Session, model: type[_Locked], row_id: int) -> _Locked | 
     ).scalar_one_or_none()
 
 
-def claim_due_step(session: Session, now: datetime, skip: Collection[int] = ()) -> EscalationStep | None:
-    """Atomically take one due step for this transaction (see module docstring), none of ``skip``."""
+def claim_due_steps(session: Session, now: datetime, limit: int, skip: Collection[int] = ()) -> list[EscalationStep]:
+    """Atomically take up to ``limit`` due steps for this transaction (see module docstring), none of ``skip``."""
     due = (
         select(EscalationStep.id)
         .where(EscalationStep.state == "pending", EscalationStep.due_at <= now)
         .where(EscalationStep.id.not_in(skip) if skip else true())
         .order_by(EscalationStep.due_at, EscalationStep.id)
-        .limit(1)
+        .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    step_id = session.execute(
-        update(EscalationStep)
-        .where(EscalationStep.id == due.scalar_subquery(), EscalationStep.state == "pending")
-        .values(state="pending")  # a no-op write that takes the row (and SQLite's write lock) for us
-        .returning(EscalationStep.id)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    return session.get(EscalationStep, step_id) if step_id is not None else None
+    step_ids = (
+        session.execute(
+            update(EscalationStep)
+            .where(EscalationStep.id.in_(due.scalar_subquery()), EscalationStep.state == "pending")
+            .values(state="pending")  # a no-op write that takes the rows (and SQLite's write lock) for us
+            .returning(EscalationStep.id)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    if not step_ids:
+        return []
+    steps = session.execute(select(EscalationStep).where(EscalationStep.id.in_(step_ids))).scalars().all()
+    return sorted(steps, key=lambda step: (step.due_at, step.id))
 
 
 def _candidate(unit: Unit) -> Candidate:

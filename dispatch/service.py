@@ -336,8 +336,8 @@ class DispatchService:
         """Steps job: execute due escalation steps, then wake the sender for what they wrote."""
         with self._job("steps"):
             try:
-                if self.escalation.run_due_steps():
-                    self._wake_at("outbox", utcnow())
+                # The sender starts on each batch's pages as soon as that batch commits.
+                self.escalation.run_due_steps(committed=lambda: self._wake_at("outbox", utcnow()))
             except Exception:
                 log.exception("escalation steps failed; retrying at the next tick")
         self._wake_at("steps", self._next_due(self.escalation.next_due_at))

@@ -258,6 +258,7 @@ class EscalationStep(_Section):
 
 class EscalationSettings(_Section):
     tick_s: float = Field(default=1, gt=0, le=1)
+    batch_size: int = Field(default=20, ge=1, le=500)
     repeat: int = Field(default=1, ge=0, le=10)
     round_gap_s: float = Field(default=30, ge=0)
     auditor_every_s: float = Field(default=10, gt=0)
