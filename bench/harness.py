@@ -682,14 +682,17 @@ class ServeProcesses:
 
     def log_summary(self) -> str:
         levels: Counter[str] = Counter()
+        received = []  # per process: shows how the shared subscription split the presses
         for log in self.logs:
-            for line in log.read_text(errors="replace").splitlines():
+            text = log.read_text(errors="replace")
+            received.append(text.count("mqtt message received topic=devices/"))
+            for line in text.splitlines():
                 for level in ("WARNING", "ERROR", "CRITICAL"):
                     if f" {level} " in line:
                         # repeat 0 and nobody answers: one per incident, expected
                         levels["ERROR escalation exhausted (expected)" if "exhausted" in line else level] += 1
         counts = ", ".join(f"{n} {level}" for level, n in sorted(levels.items())) or "none"
-        return counts
+        return f"{counts}; device messages received per process: {received}"
 
     def stop(self) -> None:
         from devices.gateway import MqttGateway
@@ -726,7 +729,8 @@ class Outcome:
 
     presses: dict[str, PressOutcome]
     sms_per_incident: Counter[int]
-    stray: int  # outbound SMS at the server that no page of this run claims
+    stray: int  # outbound SMS at the server that no page in the database claims (sent twice?)
+    foreign: int  # pages for presses not of this run (a shared broker: someone else's button)
 
     @property
     def lost_presses(self) -> int:
@@ -761,6 +765,7 @@ class Outcome:
             f" LOST: {self.lost_presses} presses without an incident, {self.incidents_without_sms} incidents"
             f" without a first SMS; DUPLICATES: {self.duplicate_incidents} presses with > 1 incident,"
             f" {self.duplicate_sms} incidents with > 1 first SMS, {self.stray} SMS at the server matching no page"
+            f" (and {self.foreign} pages for presses not of this run, from other clients of the broker)"
         )
 
 
@@ -806,7 +811,12 @@ def count_outcome(sessions: sessionmaker[Session], ids: list[str], tag: str, arr
             claimed_keys.add(sid)
             sms_per_incident[incident_id] += 1
             press.arrivals.append(by_key[sid])
-    return Outcome(presses, sms_per_incident, sum(a.key not in claimed_keys for a in arrivals))
+    with sessions() as session:
+        known = set(session.scalars(select(Notification.provider_sid).where(Notification.provider_sid.is_not(None))))
+    others = [a.key for a in arrivals if a.key not in claimed_keys]
+    return Outcome(
+        presses, sms_per_incident, sum(key not in known for key in others), sum(key in known for key in others)
+    )
 
 
 def latencies(outcome: Outcome, published: Published) -> tuple[list[float], list[float]]:
