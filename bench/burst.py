@@ -60,7 +60,7 @@ def main() -> None:
         print(f"  last publish -> last first SMS at the Twilio server: {end - published.last:.1f} s")
     print(f"  every SMS within the {args.timeout:g} s timeout: {run.complete}")
     print(f"  presses fully paged per second: {harness.throughput(outcome, published):.1f}")
-    print(f"  exactly once: {outcome.exactly_once()}")
+    print(f"  exactly once: {run.exactly_once()}")
     print(f"  in the service, per press: {run.per_press()}")
     print(f"  load average at the end: {harness.load_average()}")
 

@@ -862,6 +862,10 @@ class Run:
     def presses(self) -> int:
         return len(self.published.sent)
 
+    def exactly_once(self) -> str:
+        caveat = "" if self.complete else " -- the timeout ended the wait: LOST counts unfinished work too"
+        return self.outcome.exactly_once() + caveat
+
     def per_press(self) -> str:
         n = self.presses
         sql = (

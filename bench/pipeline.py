@@ -86,7 +86,7 @@ def report(run: harness.Run, settle_s: float) -> list[float]:
         f" achieved rate {published.achieved_rate:.2f}/s, worst publish {published.max_behind_ms:.1f} ms"
         f" behind schedule"
     )
-    print(f"  exactly once: {outcome.exactly_once()}")
+    print(f"  exactly once: {run.exactly_once()}")
     print(f"  all SMS at {where} within {settle_s:g}s: {run.complete}")
     print(
         f"  presses fully paged per second: {harness.throughput(outcome, published):.1f}"

@@ -57,7 +57,7 @@ def main() -> None:
         )
         if throughput[processes] >= 0.9 * run.published.achieved_rate:
             print("  NOTE: this kept up with the offered load; raise --rate to measure capacity")
-        print(f"  exactly once: {run.outcome.exactly_once()}")
+        print(f"  exactly once: {run.exactly_once()}")
         print(f"  per press: {run.per_press()}; load average at the end {harness.load_average()}", flush=True)
     print("presses fully paged per second by process count:")
     base = throughput.get(1)
