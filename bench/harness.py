@@ -43,11 +43,12 @@ from typing import Any, NamedTuple
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import event, select
+from sqlalchemy import distinct, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.gateway import BrokerAddress
+from foundation.db import make_engine, make_session_factory, transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 ROSTER = ROOT / "config" / "roster.example.yaml"
@@ -118,8 +119,6 @@ def load_average() -> str:
 
 
 def reset_postgresql(url: str) -> None:
-    from foundation.db import make_engine
-
     engine = make_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -554,7 +553,6 @@ def prepare_database(url: str) -> None:
     """Migrate and import the example roster before any service process starts (no race on upgrade)."""
     from dispatch import database
     from dispatch.roster import apply_roster, load_roster
-    from foundation.db import make_engine, make_session_factory, transaction
 
     engine = make_engine(url)
     database.upgrade(engine)
@@ -599,7 +597,6 @@ class InProcessService:
 
     def start(self) -> None:
         from dispatch.roster import apply_roster, load_roster
-        from foundation.db import transaction
 
         self.service.start()
         if not self.service.gateway.wait_connected(10):
@@ -607,10 +604,6 @@ class InProcessService:
         with transaction(self.service.sessions) as session:
             apply_roster(session, load_roster(ROSTER))
         self.sql = SqlCounter(self.service.engine)
-
-    @property
-    def sessions(self) -> sessionmaker[Session]:
-        return self.service.sessions
 
     def cpu_seconds(self) -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)  # the publishers and servers are other processes
@@ -624,11 +617,10 @@ class ServeProcesses:
     """``count`` real ``python -m dispatch serve`` processes on one database and one shared subscription."""
 
     def __init__(self, env: Environment, settings: dict[str, Any], ports: list[int]) -> None:
-        from foundation.db import make_engine, make_session_factory
-
         self.env, self.ports, self.processes = env, ports, len(ports)
         overlay = copy.deepcopy(settings)
-        overlay["mqtt"]["shared_group"] = "bench"
+        # One group per run: a group shared with another run on the same broker would split the presses.
+        overlay["mqtt"]["shared_group"] = f"bench-{uuid.uuid4().hex[:8]}"
         token = overlay.get("twilio", {}).pop("auth_token", None)  # environment only, never in a file
         self._overlay = env.tmp / f"overlay-{uuid.uuid4().hex[:6]}.yaml"
         self._overlay.write_text(yaml.safe_dump(overlay))
@@ -636,8 +628,6 @@ class ServeProcesses:
         self.client_ids = [f"bench-worker-{i}-{uuid.uuid4().hex[:6]}" for i in range(len(ports))]
         self.logs = [env.tmp / f"{client_id}.log" for client_id in self.client_ids]
         self._children: list[subprocess.Popen[bytes]] = []
-        self._engine = make_engine(env.database)
-        self.sessions = make_session_factory(self._engine)
         self.sql: SqlCounter | None = None  # another process's engine: not countable from here
 
     def start(self, timeout_s: float = 60) -> None:
@@ -708,7 +698,6 @@ class ServeProcesses:
                 child.wait(5)
         for client_id in self.client_ids:  # the broker keeps each persistent session otherwise
             MqttGateway(url=self.env.mqtt_url, client_id=client_id, subscriptions=(), handler=print)._forget_session()
-        self._engine.dispose()
 
 
 # -- counting: exactly once, latencies -----------------------------------------------------------------
@@ -819,6 +808,44 @@ def count_outcome(sessions: sessionmaker[Session], ids: list[str], tag: str, arr
     )
 
 
+def paged_presses(sessions: sessionmaker[Session], tag: str) -> int:
+    """Presses of this run whose first unit page the provider has accepted (it answered with a sid)."""
+    from dispatch.models import Incident, Notification
+
+    with sessions() as session:
+        return (
+            session.scalar(
+                select(func.count(distinct(Incident.press_id)))
+                .join(Notification, Notification.incident_id == Incident.id)
+                .where(
+                    Incident.press_id.like(f"{tag}-%"),
+                    Notification.provider_sid.is_not(None),
+                    Notification.channel != "voice",
+                    Notification.recipient_kind == "unit",
+                )
+            )
+            or 0
+        )
+
+
+def wait_until_paged(
+    server: ProviderServer, sessions: sessionmaker[Session], tag: str, count: int, timeout_s: float, progress_s: float
+) -> bool:
+    """Until every press of the run has its SMS at the server (True) or ``timeout_s`` passed.
+
+    The server's count comes first (cheap, no load on the service); it includes SMS for other
+    clients' presses on a shared broker, so the database confirms that they are this run's.
+    """
+    deadline = time.monotonic() + timeout_s
+    while server.wait_for(count, deadline - time.monotonic(), progress_s):
+        if paged_presses(sessions, tag) >= count:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return False
+
+
 def latencies(outcome: Outcome, published: Published) -> tuple[list[float], list[float]]:
     """Press publish -> first SMS at the server (ms), on the shared monotonic clock and on the wall clock."""
     mono: list[float] = []
@@ -904,6 +931,9 @@ def run_service(
     tally = LogTally()
     root = logging.getLogger()
     service: InProcessService | ServeProcesses | None = None
+    # The bench's own reads go through an engine of their own: not counted as the service's SQL.
+    engine = make_engine(env.database)
+    reader = make_session_factory(engine)
     try:
         settings = service_settings(env, servers, channel, public_url)
         if processes:
@@ -917,11 +947,11 @@ def run_service(
         sql0 = service.sql.read() if service.sql is not None else (0, 0)
         cpu0 = service.cpu_seconds()
         published = publish(env.mqtt_url, ids, rate, clients)
-        complete = server.wait_for(len(ids), timeout_s, progress_every_s)
+        complete = wait_until_paged(server, reader, tag, len(ids), timeout_s, progress_every_s)
         time.sleep(1.0)  # the last status callbacks: they are part of a press's work too
         sql1 = service.sql.read() if service.sql is not None else None
         cpu = service.cpu_seconds() - cpu0
-        outcome = count_outcome(service.sessions, ids, tag, server.arrivals())
+        outcome = count_outcome(reader, ids, tag, server.arrivals())
         callbacks = server.callbacks()
     finally:
         if service is not None:
@@ -929,6 +959,7 @@ def run_service(
         for each in servers:
             each.stop()
         root.removeHandler(tally)
+        engine.dispose()
     if isinstance(service, ServeProcesses):
         print(f"  log lines of the serve processes at WARNING or above: {service.log_summary()}")
     else:
