@@ -672,17 +672,21 @@ class ServeProcesses:
 
     def log_summary(self) -> str:
         levels: Counter[str] = Counter()
-        received = []  # per process: shows how the shared subscription split the presses
+        examples: dict[str, str] = {}  # the first line of each unexpected level
+        received = []  # presses per process: how the shared subscription split them
         for log in self.logs:
             text = log.read_text(errors="replace")
-            received.append(text.count("mqtt message received topic=devices/"))
+            received.append(text.count("/press bytes="))
             for line in text.splitlines():
                 for level in ("WARNING", "ERROR", "CRITICAL"):
                     if f" {level} " in line:
                         # repeat 0 and nobody answers: one per incident, expected
-                        levels["ERROR escalation exhausted (expected)" if "exhausted" in line else level] += 1
+                        key = "ERROR escalation exhausted (expected)" if "exhausted" in line else level
+                        levels[key] += 1
+                        examples.setdefault(key, line[:300])
         counts = ", ".join(f"{n} {level}" for level, n in sorted(levels.items())) or "none"
-        return f"{counts}; device messages received per process: {received}"
+        shown = "".join(f"\n    first {key}: {line}" for key, line in examples.items() if key in ("ERROR", "CRITICAL"))
+        return f"{counts}; presses received per process: {received}{shown}"
 
     def stop(self) -> None:
         from devices.gateway import MqttGateway
