@@ -52,12 +52,45 @@ def _web_overrides(host: str | None, port: int | None) -> dict[str, Any]:
     is_flag=True,
     help="Use the built-in Twilio sandbox and phone simulator instead of Twilio (never in production)",
 )
-def serve(host: str | None, port: int | None, sandbox: bool) -> None:
-    """Run the MQTT gateway, the scheduler and the web app in one process."""
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Run this many identical processes (PostgreSQL and an external broker; see README, Several workers)",
+)
+@click.option("--worker", type=click.IntRange(1, 64), default=None, hidden=True)  # a child of --workers
+def serve(host: str | None, port: int | None, sandbox: bool, workers: int, worker: int | None) -> None:
+    """Run the MQTT gateway, the scheduler and the web app in one process (or N with --workers)."""
     overrides = _web_overrides(host, port)
     if sandbox:
         overrides["twilio"] = {"sandbox": True}
-    _serve(_settings(overrides), roster=None)
+    if worker is not None:
+        from dispatch.workers import worker_overrides
+
+        overrides.update(worker_overrides(_settings(overrides).mqtt, worker))
+        _serve(_settings(overrides), roster=None, worker=True)
+    elif workers > 1:
+        sys.exit(_supervise(_settings(overrides), workers))
+    else:
+        _serve(_settings(overrides), roster=None)
+
+
+def _supervise(settings: Settings, workers: int) -> int:
+    from dispatch.service import ConfigurationError, check_phone_provider
+    from dispatch.workers import Supervisor, child_command, prepare
+
+    try:
+        check_phone_provider(settings)
+        settings, port = prepare(settings, workers)
+    except (ConfigurationError, ValueError) as exc:
+        click.echo(f"dispatch: {exc}", err=True)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    click.echo(f"dispatch: {workers} workers on http://{settings.web.host}:{port}/healthz", err=True)
+    return Supervisor(lambda index: child_command(settings, index), workers).run(stop)
 
 
 @main.command()
@@ -83,7 +116,8 @@ def demo(host: str | None, port: int | None) -> None:
     _serve(_settings(overrides), roster=EXAMPLE_ROSTER)
 
 
-def _serve(settings: Settings, roster: Path | None) -> None:
+def _serve(settings: Settings, roster: Path | None, *, worker: bool = False) -> None:
+    """One process; ``worker``: a child of --workers (migrated already, sharing the web port)."""
     from dispatch.service import ConfigurationError, DispatchService, check_phone_provider
 
     try:
@@ -91,7 +125,7 @@ def _serve(settings: Settings, roster: Path | None) -> None:
     except ConfigurationError as exc:
         click.echo(f"dispatch: {exc}", err=True)
         sys.exit(2)
-    service = DispatchService(settings)
+    service = DispatchService(settings, migrate=not worker, reuse_port=worker)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

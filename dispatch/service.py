@@ -40,6 +40,7 @@ from dispatch.outbox import Outbox
 from dispatch.retention import Purged, RetentionPolicy, purge_inbound
 from dispatch.watchdog import Watchdog
 from dispatch.web import WebContext, create_app, sms_gateway_hooks
+from dispatch.workers import reuse_port_socket
 from foundation.clock import as_utc, utcnow
 from foundation.db import make_engine, make_session_factory, transaction
 from foundation.private_files import private_dir
@@ -81,6 +82,10 @@ class DispatchService:
 
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
+    # A child of ``dispatch serve --workers N`` (dispatch/workers.py): its supervisor migrated the
+    # database before starting it, and every child listens on the same web port.
+    migrate: bool = True
+    reuse_port: bool = False
     engine: Engine = field(init=False)
     sessions: sessionmaker[Session] = field(init=False)
     broker: EmbeddedBroker | None = field(init=False, default=None)
@@ -113,7 +118,8 @@ class DispatchService:
         settings = self.settings
         private_dir(settings.data_dir)  # SQLite file, secret key, broker password: this user's only
         self.engine = make_engine(settings.database_url)
-        database.upgrade(self.engine)
+        if self.migrate:
+            database.upgrade(self.engine)
         self.sessions = make_session_factory(self.engine)
         self.web_port = settings.web.port or _free_port(settings.web.host)
 
@@ -190,7 +196,7 @@ class DispatchService:
             stopping=self._stopping,
         )
         app = create_app(context, *extra_blueprints)
-        self.web_server = make_web_server(app, settings.web, self.web_port)
+        self.web_server = make_web_server(app, settings.web, self.web_port, reuse_port=self.reuse_port)
         self._web_thread = threading.Thread(target=self._serve_web, name="web", daemon=True)
         self._web_thread.start()
         log.info("web console and API on http://%s:%s", settings.web.host, self.web_port)
@@ -522,8 +528,12 @@ STREAM_PATHS = frozenset({"/console/events"})
 SPARE_STREAM_THREADS = 4
 
 
-def make_web_server(app: Any, web: WebSettings, port: int) -> Any:
-    """waitress for ``app`` with connection limits and timeouts from settings (see README, reverse proxy)."""
+def make_web_server(app: Any, web: WebSettings, port: int, *, reuse_port: bool = False) -> Any:
+    """waitress for ``app`` with connection limits and timeouts from settings (see README, reverse proxy).
+
+    ``reuse_port``: several worker processes listen on the same port (SO_REUSEPORT, Linux); the
+    kernel spreads new connections across them.
+    """
     # Every connection is a file descriptor: never allow more than the process may open.
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     connection_limit = web.connection_limit
@@ -537,10 +547,12 @@ def make_web_server(app: Any, web: WebSettings, port: int) -> Any:
         )
     dispatcher = StreamRoutingDispatcher(web.threads, web.event_streams_total + SPARE_STREAM_THREADS)
     try:
+        where: dict[str, Any] = (
+            {"sockets": [reuse_port_socket(web.host, port)]} if reuse_port else {"host": web.host, "port": port}
+        )
         return create_server(
             app,
-            host=web.host,
-            port=port,
+            **where,
             _dispatcher=dispatcher,
             threads=web.threads,
             connection_limit=connection_limit,

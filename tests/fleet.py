@@ -42,6 +42,20 @@ class TwilioServer:
         stop_sandbox_server(self._thread, self._server)
 
 
+def service_env(server: TwilioServer, database_url: str, broker_url: str, overlay: Path, port: int) -> dict[str, str]:
+    """The environment of a ``dispatch serve`` process of the fleet (Twilio calls back on ``port``)."""
+    return {
+        "DISPATCH_DATABASE_URL": database_url,
+        "DISPATCH_MQTT_URL": broker_url,
+        "DISPATCH_CONFIG": str(overlay),
+        "DISPATCH_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "DISPATCH_SECRET_KEY": "test-secret-shared-by-workers",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": server.token,
+        "TWILIO_API_BASE": server.api_base,
+    }
+
+
 @pytest.fixture
 def processes(
     broker: dict[str, str], database_url: str, tmp_path: Path
@@ -73,16 +87,9 @@ def processes(
             client_ids.append(client_id)
             process = ServiceProcess(
                 {
-                    "DISPATCH_DATABASE_URL": database or database_url,
-                    "DISPATCH_MQTT_URL": broker["url"],
-                    "DISPATCH_CONFIG": str(overlay),
-                    "DISPATCH_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}",
-                    "DISPATCH_SECRET_KEY": "test-secret-shared-by-workers",
+                    **service_env(server, database or database_url, broker["url"], overlay, ports[0]),
                     "DISPATCH__MQTT__CLIENT_ID": client_id,
                     "DISPATCH__DATA_DIR": str(tmp_path / f"var-{index}"),
-                    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                    "TWILIO_AUTH_TOKEN": server.token,
-                    "TWILIO_API_BASE": server.api_base,
                     **(env or {}),
                 },
                 tmp_path / f"worker-{index}.log",

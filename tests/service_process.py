@@ -8,14 +8,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
 class ServiceProcess:
     """A ``dispatch serve`` subprocess whose log lines can be awaited."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int = 0) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, port: int = 0, args: Sequence[str] = ()) -> None:
+        """``args``: more options of ``dispatch serve`` (``--workers 4``)."""
         self._env = {**os.environ, **env}
+        self._args = list(args)
         self._port = port
         self._log_path = log_path
         self._lines: list[str] = []
@@ -29,7 +32,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         self._lines.clear()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "dispatch.cli", "serve", "--port", str(self._port)],
+            [sys.executable, "-m", "dispatch.cli", "serve", "--port", str(self._port), *self._args],
             env=self._env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -56,6 +59,9 @@ class ServiceProcess:
             time.sleep(0.05)
         raise AssertionError(f"no log line containing {text!r}; log:\n{''.join(self._lines)[-3000:]}")
 
+    def lines(self) -> list[str]:
+        return list(self._lines)
+
     def count_lines(self, text: str) -> int:
         return sum(text in line for line in list(self._lines))
 
@@ -65,10 +71,20 @@ class ServiceProcess:
         self._process.send_signal(signal.SIGKILL)
         self._process.wait(timeout=10)
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, once the process has ended."""
+        assert self._process is not None
+        return self._process.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
-                self._process.wait(timeout=15)
+                self._process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self._process.kill()
