@@ -7,6 +7,8 @@ processes hold no state that a restart could lose.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -59,11 +62,18 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     if url.startswith("sqlite"):
         _private_sqlite_files(url)
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 15})
+        engine = create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so
-        # "BEGIN IMMEDIATE" can take the write lock up front (see begin_write).
-        event.listen(engine, "begin", _sqlite_begin)
+        # "BEGIN IMMEDIATE" can take the write lock up front.
+        turns = WriteTurns()
+        event.listen(engine, "begin", lambda connection: _sqlite_begin(connection, turns))
+        # These events come just before the COMMIT or ROLLBACK itself: the next in line meets
+        # SQLite's lock for those last milliseconds, in the first, shortest waits of its busy handler.
+        for done in ("commit", "rollback"):
+            event.listen(engine, done, lambda connection: _end_turn(connection.info, turns))
+        # Safety net: a connection going back to the pool never keeps the turn.
+        event.listen(engine, "checkin", lambda _dbapi, record: _end_turn(record.info, turns))
         return engine
     # A database that is down or unreachable must fail fast, never hang a job or the MQTT
     # handler: libpq's connect timeout, and TCP keepalives for a peer that went silent.
@@ -101,10 +111,64 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection: Any) -> None:
+SQLITE_BUSY_TIMEOUT_S = 15
+_TURN = "dispatch_write_turn"
+
+
+class WriteTurns:
+    """SQLite's one write lock, handed to this process's threads in the order they asked.
+
+    SQLite itself is not fair: a thread waiting in its busy handler sleeps up to 100 ms between
+    tries, so a job that commits and begins again at once (the steps job in a burst) could keep
+    the lock for seconds while the sender's pages wait. Here each waiter queues, and a release
+    hands the lock straight to the longest waiter. Other processes still meet SQLite's own
+    busy timeout.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiting: deque[threading.Event] = deque()
+
+    def acquire(self, timeout_s: float) -> bool:
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Event()
+            self._waiting.append(turn)
+        if turn.wait(timeout_s):
+            return True
+        with self._mutex:
+            if turn.is_set():
+                return True  # handed over just as the wait ran out
+            self._waiting.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()  # still held: now by the next in line
+            else:
+                self._held = False
+
+
+def _sqlite_begin(connection: Any, turns: WriteTurns) -> None:
     # IMMEDIATE: take the write lock at BEGIN, so two writers queue on the lock
     # instead of failing with "database is locked" when upgrading a read lock.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if not turns.acquire(SQLITE_BUSY_TIMEOUT_S):
+        raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked (this process's writers)"))
+    connection.info[_TURN] = True
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _end_turn(connection.info, turns)
+        raise
+
+
+def _end_turn(info: dict[Any, Any], turns: WriteTurns) -> None:
+    if info.pop(_TURN, False):
+        turns.release()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
