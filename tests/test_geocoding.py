@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from geopy.distance import geodesic
 from geopy.exc import GeocoderQueryError, GeocoderTimedOut
 from geopy.geocoders import Nominatim
 from geopy.geocoders.base import Geocoder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatch.geocoding import (
     GazetteerEntry,
@@ -23,6 +26,7 @@ from dispatch.geocoding import (
     GazetteerGeocoder,
     GeocodeResult,
     RoadPoint,
+    _surely_farther,
     geocode_address,
     make_geocoder,
 )
@@ -589,3 +593,19 @@ def test_the_log_names_a_lookup_but_never_the_callers_address(gazetteer: Gazette
     assert "address#" in logged
     for private in ("Soekarno", "Budi", "081234567890", "Mawar", f"{found.lat:.5f}"):
         assert private not in logged
+
+
+@given(
+    lat=st.floats(-80, 80),
+    lon=st.floats(-180, 180),
+    north=st.floats(-2, 2),
+    east=st.floats(-2, 2),
+    metres=st.floats(1, 400_000),  # reaches are 150 m and more
+)
+@settings(max_examples=500, deadline=None)
+def test_the_shortcut_that_skips_far_places_never_skips_one_within_reach(
+    lat: float, lon: float, north: float, east: float, metres: float
+) -> None:
+    other = (max(-89.9, min(89.9, lat + north)), (lon + east + 180) % 360 - 180)
+    if _surely_farther(lat, lon, *other, metres):
+        assert geodesic((lat, lon), other).meters > metres
