@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from geopy.distance import geodesic
-from sqlalchemy import Row, and_, or_, select, true, update
+from sqlalchemy import BindParameter, Row, and_, bindparam, or_, select, true, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -705,6 +705,26 @@ _ROSTER_COLUMNS = (
     Unit.fix_lon,
     Unit.fix_at,
 )
+_SERVICE: BindParameter[str] = bindparam("service")
+_WHOLE_SERVICE = select(*_ROSTER_COLUMNS).where(Unit.service == _SERVICE, Unit.active.is_(True))
+# Built once: building the expression costs more than running it.
+_NEAR = (
+    and_(
+        Unit.service == _SERVICE,
+        Unit.station_lat.between(bindparam("s"), bindparam("n")),
+        Unit.station_lon.between(bindparam("w"), bindparam("e")),
+    ),
+    and_(
+        Unit.service == _SERVICE,
+        Unit.fix_lat.between(bindparam("s"), bindparam("n")),
+        Unit.fix_lon.between(bindparam("w"), bindparam("e")),
+    ),
+)
+_IN_BOX = select(*_ROSTER_COLUMNS).where(Unit.active.is_(True), or_(*_NEAR))
+_IN_BOX_OR_ALSO = select(*_ROSTER_COLUMNS).where(
+    Unit.active.is_(True),
+    or_(*_NEAR, and_(Unit.service == _SERVICE, Unit.id.in_(bindparam("also", expanding=True)))),
+)
 # One row of _ROSTER_COLUMNS.
 _RosterRow = Row[str, str, str, int | None, float, float, float | None, float | None, datetime | None]
 
@@ -717,26 +737,14 @@ def roster_rows(session: Session, service: str, box: Box | None, also: Collectio
     with the service outside too, SQLite scans the whole service.  Only the matcher's columns are read.
     """
     if box is None:
-        return [
-            _candidate(row)
-            for row in session.execute(select(*_ROSTER_COLUMNS).where(Unit.service == service, Unit.active.is_(True)))
-        ]
-    near = [
-        and_(
-            Unit.service == service,
-            Unit.station_lat.between(box.south, box.north),
-            Unit.station_lon.between(box.west, box.east),
-        ),
-        and_(
-            Unit.service == service,
-            Unit.fix_lat.between(box.south, box.north),
-            Unit.fix_lon.between(box.west, box.east),
-        ),
-    ]
-    if also:
-        near.append(and_(Unit.service == service, Unit.id.in_(sorted(also))))
-    query = select(*_ROSTER_COLUMNS).where(Unit.active.is_(True), or_(*near))
-    return [_candidate(row) for row in session.execute(query)]
+        query = _WHOLE_SERVICE
+        params: dict[str, Any] = {"service": service}
+    else:
+        query = _IN_BOX_OR_ALSO if also else _IN_BOX
+        params = {"service": service, "s": box.south, "n": box.north, "w": box.west, "e": box.east}
+        if also:
+            params["also"] = sorted(also)
+    return [_candidate(row) for row in session.execute(query, params)]
 
 
 def _candidate(unit: _RosterRow) -> Candidate:

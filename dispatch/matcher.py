@@ -528,6 +528,8 @@ def nearby_skipped(
             kept[unit_id] = why
             continue
         ulat, ulon, _, _ = _effective_position(by_id[unit_id], now, max_fix_age_s)
+        if _LOWER_RATIO * (_haversine_m(qlat, qlon, ulat, ulon) - _SLACK_M) > answer.distance_m:
+            continue  # provably farther than the pick (see _LOWER_RATIO): no geodesic needed
         # Same call and units as UnitIndex, so a unit exactly as far as the pick compares equal.
         s12_km: float = geod.Inverse(qlat, qlon, ulat, ulon, Geodesic.DISTANCE)["s12"]
         if s12_km * 1000.0 <= answer.distance_m:
@@ -540,3 +542,10 @@ def nearby_skipped(
         skipped=kept,
         ranked=answer.ranked,
     )
+
+
+def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance on the R1 sphere (well conditioned for short distances)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2.0 * _R1_M * math.asin(min(1.0, math.sqrt(h)))
