@@ -21,13 +21,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from geopy.distance import geodesic
-from sqlalchemy import select, true, update
+from sqlalchemy import BindParameter, Row, and_, bindparam, or_, select, true, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,7 +36,18 @@ from devices.models import Device
 from dispatch import alerts, status, timeline
 from dispatch.escalation_policy import StepRef, following
 from dispatch.geocoding import GazetteerGeocoder
-from dispatch.matcher import Candidate, Match, Shortfall, pick_nearest
+from dispatch.matcher import (
+    Box,
+    Candidate,
+    Match,
+    Shortfall,
+    nearby_skipped,
+    next_window_m,
+    pick_nearest,
+    search_box,
+    window_proves,
+    window_radii,
+)
 from dispatch.models import Assignment, EscalationStep, Incident, Notification
 from foundation.clock import utcnow
 from foundation.db import transaction
@@ -91,6 +103,9 @@ class EscalationEngine:
             nearest_place or GazetteerGeocoder.from_file(settings.geocoding.gazetteer_path).nearest_place
         )
         self._failures: dict[int, int] = {}  # step id -> failed attempts in a row, in this process
+        # Where the roster search starts, per service: a guess from the last pick, never an answer.
+        # None yet: the first pick of a service reads it whole, which also tells how thin it is.
+        self._window_m: dict[str, float] = {}
 
     # -- creating work (inside other transactions) ----------------------------
 
@@ -351,6 +366,8 @@ class EscalationEngine:
             "position_source": answer.position_source,
             "position_age_s": answer.position_age_s,
             "skipped": answer.skipped,
+            # Busy and off-duty units farther than the pick are not listed (`pick`): say so on screen.
+            "skipped_nearby": True,
             "next": [list(r) for r in answer.ranked],
         }
         timeline.record(
@@ -374,19 +391,30 @@ class EscalationEngine:
         return float(geodesic((incident.lat, incident.lon), (lat, lon)).meters)
 
     def pick(self, session: Session, incident: Incident, assignment: Assignment, now: datetime) -> Match | Shortfall:
-        """The matcher's answer for this assignment, from a fresh roster snapshot."""
+        """The matcher's answer for this assignment, from the roster as it is in the database now.
+
+        Only the units in a box around the incident are read, the box growing until the answer is
+        proven to be the whole roster's (`window_proves`); the whole service is read when no box
+        proves it (a shortfall, a sparse roster, a pole or the antimeridian).  `skipped` lists the
+        excluded units and the busy or off-duty ones no farther than the pick (`nearby_skipped`).
+        """
         assert incident.lat is not None and incident.lon is not None
-        units = session.execute(select(Unit).where(Unit.service == assignment.service, Unit.active.is_(True))).scalars()
-        candidates = [_candidate(unit) for unit in units]
-        return pick_nearest(
-            incident.lat,
-            incident.lon,
-            assignment.service,
-            candidates,
-            now=now,
-            exclude=dict(assignment.excluded),
-            max_fix_age_s=self._settings.escalation.max_fix_age_s,
-        )
+        lat, lon, service = incident.lat, incident.lon, assignment.service
+        exclude = dict(assignment.excluded)
+        max_fix_age_s = self._settings.escalation.max_fix_age_s
+        for radius_m in window_radii(self._window_m.get(service, math.inf)):
+            box = search_box(lat, lon, radius_m)
+            if box is None:
+                break
+            candidates = roster_rows(session, service, box, exclude)
+            answer = pick_nearest(lat, lon, service, candidates, now=now, exclude=exclude, max_fix_age_s=max_fix_age_s)
+            if window_proves(answer, radius_m):
+                self._window_m[service] = next_window_m(answer)
+                return nearby_skipped(answer, lat, lon, candidates, now=now, max_fix_age_s=max_fix_age_s)
+        candidates = roster_rows(session, service, None, exclude)
+        answer = pick_nearest(lat, lon, service, candidates, now=now, exclude=exclude, max_fix_age_s=max_fix_age_s)
+        self._window_m[service] = next_window_m(answer)
+        return nearby_skipped(answer, lat, lon, candidates, now=now, max_fix_age_s=max_fix_age_s)
 
     def _page_supervisors_once(
         self,
@@ -697,7 +725,60 @@ def claim_due_steps(session: Session, now: datetime, limit: int, skip: Collectio
     return sorted(steps, key=lambda step: (step.due_at, step.id))
 
 
-def _candidate(unit: Unit) -> Candidate:
+_ROSTER_COLUMNS = (
+    Unit.id,
+    Unit.service,
+    Unit.status,
+    Unit.current_incident_id,
+    Unit.station_lat,
+    Unit.station_lon,
+    Unit.fix_lat,
+    Unit.fix_lon,
+    Unit.fix_at,
+)
+_SERVICE: BindParameter[str] = bindparam("service")
+_WHOLE_SERVICE = select(*_ROSTER_COLUMNS).where(Unit.service == _SERVICE, Unit.active.is_(True))
+# Built once: building the expression costs more than running it.
+_NEAR = (
+    and_(
+        Unit.service == _SERVICE,
+        Unit.station_lat.between(bindparam("s"), bindparam("n")),
+        Unit.station_lon.between(bindparam("w"), bindparam("e")),
+    ),
+    and_(
+        Unit.service == _SERVICE,
+        Unit.fix_lat.between(bindparam("s"), bindparam("n")),
+        Unit.fix_lon.between(bindparam("w"), bindparam("e")),
+    ),
+)
+_IN_BOX = select(*_ROSTER_COLUMNS).where(Unit.active.is_(True), or_(*_NEAR))
+_IN_BOX_OR_ALSO = select(*_ROSTER_COLUMNS).where(
+    Unit.active.is_(True),
+    or_(*_NEAR, and_(Unit.service == _SERVICE, Unit.id.in_(bindparam("also", expanding=True)))),
+)
+# One row of _ROSTER_COLUMNS.
+_RosterRow = Row[str, str, str, int | None, float, float, float | None, float | None, datetime | None]
+
+
+def roster_rows(session: Session, service: str, box: Box | None, also: Collection[str] = ()) -> list[Candidate]:
+    """The service's active units whose station or fix lies in ``box`` (all of them if None), and ``also``.
+
+    Each branch of the OR names the service itself and nothing else is outside the OR, so each branch
+    is one range scan of an index of migration 0013 (SQLite's multi-index OR, PostgreSQL's BitmapOr);
+    with the service outside too, SQLite scans the whole service.  Only the matcher's columns are read.
+    """
+    if box is None:
+        query = _WHOLE_SERVICE
+        params: dict[str, Any] = {"service": service}
+    else:
+        query = _IN_BOX_OR_ALSO if also else _IN_BOX
+        params = {"service": service, "s": box.south, "n": box.north, "w": box.west, "e": box.east}
+        if also:
+            params["also"] = sorted(also)
+    return [_candidate(row) for row in session.execute(query, params)]
+
+
+def _candidate(unit: _RosterRow) -> Candidate:
     status = "busy" if unit.current_incident_id is not None and unit.status == "available" else unit.status
     has_fix = unit.fix_lat is not None and unit.fix_lon is not None and unit.fix_at is not None
     return Candidate(

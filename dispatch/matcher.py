@@ -405,3 +405,147 @@ def _shortfall_reason(service: str, skipped: Mapping[str, str]) -> str:
         if count
     ]
     return f"no available {service} unit ({', '.join(parts) if parts else 'none on roster'})"
+
+
+# --- the roster window: answering from the units near the incident only ----------------------------------
+#
+# A caller holding the roster in a database need not read all of it: the units whose position lies in a
+# box around the incident give the whole roster's answer once that answer is proven to lie inside the
+# box (`window_proves`).  The box is tested on both places a unit can be taken to be (station and fix),
+# so every unit whose position is in the box is read, whatever its status or the age of its fix.
+
+# The smallest window, how fast it grows, and where it stops:
+# past `WINDOW_MAX_M` the box holds most of a country and one read of the whole roster is cheaper than
+# another box.  Doubling (4x the area) rather than x4 (16x): a read costs about one round trip plus
+# ~10 us per row, and overshooting by 16x the rows costs more than the occasional extra round trip.
+WINDOW_GROWTH = 2.0
+WINDOW_MIN_M = 500.0
+WINDOW_MAX_M = 1_000_000.0
+# Degrees added on every side of a box, so float rounding of the stored coordinates never drops a unit
+# on the edge (1e-7 deg is about 1 cm).
+_BOX_PAD_DEG = 1e-7
+
+
+@dataclass(frozen=True)
+class Box:
+    """Latitude and longitude ranges, inclusive, in degrees; never crosses the antimeridian."""
+
+    south: float
+    north: float
+    west: float
+    east: float
+
+
+def search_box(lat: float, lon: float, radius_m: float) -> Box | None:
+    """A box holding every point within ``radius_m`` (WGS-84 geodesic) of (``lat``, ``lon``).
+
+    None when there is no such box short of the whole roster: a pole within reach, the antimeridian
+    crossed, or ``radius_m`` beyond `WINDOW_MAX_M`.
+    """
+    qlat, qlon = _canonical_position(lat, lon, "query position")
+    if not 0.0 <= radius_m <= WINDOW_MAX_M:
+        return None
+    # A point within geodesic g of the query lies within great-circle h <= g / _LOWER_RATIO on the R1
+    # sphere (see _LOWER_RATIO), so the box of that spherical cap holds it.
+    angle = (radius_m / _LOWER_RATIO + _SLACK_M) / _R1_M
+    dlat = math.degrees(angle) + _BOX_PAD_DEG
+    if abs(qlat) + dlat >= 89.0:
+        return None
+    # The widest longitude of a cap of radius `angle` around latitude phi: asin(sin(angle) / cos(phi)).
+    dlon = math.degrees(math.asin(min(1.0, math.sin(angle) / math.cos(math.radians(qlat))))) * 1.000001
+    dlon += _BOX_PAD_DEG
+    if qlon - dlon < -180.0 or qlon + dlon > 180.0:
+        return None
+    return Box(qlat - dlat, qlat + dlat, qlon - dlon, qlon + dlon)
+
+
+def window_radii(start_m: float) -> list[float]:
+    """The radii to try, smallest first, each `WINDOW_GROWTH` times the last, up to `WINDOW_MAX_M`.
+
+    None at all when ``start_m`` is past `WINDOW_MAX_M`: the caller knows the roster too thin for a window.
+    """
+    if start_m > WINDOW_MAX_M:
+        return []
+    radius = max(start_m, WINDOW_MIN_M)
+    radii = [radius]
+    while radius < WINDOW_MAX_M:
+        radius = min(radius * WINDOW_GROWTH, WINDOW_MAX_M)
+        radii.append(radius)
+    return radii
+
+
+def window_proves(answer: Match | Shortfall, radius_m: float) -> bool:
+    """Whether ``answer``, computed from every unit whose position is within ``radius_m`` (plus any
+    others), is the whole roster's answer under `nearby_skipped`.
+
+    It is when the pick and all three runners-up lie within ``radius_m``: every unit left out is
+    farther than the radius, hence strictly farther than all four, so it cannot rank among them, and
+    the busy and off-duty units `nearby_skipped` keeps (no farther than the pick) were all read.  A
+    Shortfall, or fewer than four units found, proves nothing: more units may wait outside.
+    """
+    if not isinstance(answer, Match) or len(answer.ranked) < _DEPTH - 1:
+        return False
+    return answer.ranked[-1][1] <= radius_m
+
+
+def next_window_m(answer: Match | Shortfall) -> float:
+    """Where the next search should start: a little past this answer's last runner-up (a guess only).
+
+    Infinite (no window: read the whole service) when the service has fewer than four units to offer:
+    every window would fail to prove the answer, and doubling one up to `WINDOW_MAX_M` only to read the
+    whole service after all would cost ten reads per pick when few units are free, as in a disaster.
+    """
+    if not window_proves(answer, math.inf):
+        return math.inf
+    assert isinstance(answer, Match)
+    return min(max(answer.ranked[-1][1] * 1.25, WINDOW_MIN_M), WINDOW_MAX_M)
+
+
+def nearby_skipped(
+    answer: Match | Shortfall,
+    lat: float,
+    lon: float,
+    candidates: Sequence[Candidate],
+    *,
+    now: datetime,
+    max_fix_age_s: float = 120.0,
+) -> Match | Shortfall:
+    """``answer`` with `Match.skipped` cut down to what an operator weighs against the pick.
+
+    Every excluded unit stays (the list is the assignment's own, short); a busy or off-duty unit stays
+    only if it is no farther than the chosen unit.  The whole roster's busy and off-duty units are
+    neither readable in one line nor cheap to collect at 10,000 units.  A Shortfall is returned as it
+    is: it still names every unit of the service.
+    """
+    if not isinstance(answer, Match):
+        return answer
+    qlat, qlon = _canonical_position(lat, lon, "query position")
+    by_id = {unit.unit_id: unit for unit in candidates}
+    geod = Geodesic(_WGS84_A_KM, _WGS84_F)
+    kept: dict[str, str] = {}
+    for unit_id, why in answer.skipped.items():
+        if why.startswith("excluded: "):
+            kept[unit_id] = why
+            continue
+        ulat, ulon, _, _ = _effective_position(by_id[unit_id], now, max_fix_age_s)
+        if _LOWER_RATIO * (_haversine_m(qlat, qlon, ulat, ulon) - _SLACK_M) > answer.distance_m:
+            continue  # provably farther than the pick (see _LOWER_RATIO): no geodesic needed
+        # Same call and units as UnitIndex, so a unit exactly as far as the pick compares equal.
+        s12_km: float = geod.Inverse(qlat, qlon, ulat, ulon, Geodesic.DISTANCE)["s12"]
+        if s12_km * 1000.0 <= answer.distance_m:
+            kept[unit_id] = why
+    return Match(
+        unit_id=answer.unit_id,
+        distance_m=answer.distance_m,
+        position_source=answer.position_source,
+        position_age_s=answer.position_age_s,
+        skipped=kept,
+        ranked=answer.ranked,
+    )
+
+
+def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance on the R1 sphere (well conditioned for short distances)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2.0 * _R1_M * math.asin(min(1.0, math.sqrt(h)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, String
+from sqlalchemy import JSON, CheckConstraint, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from foundation.clock import utcnow
@@ -19,6 +19,10 @@ class Unit(Base):
         CheckConstraint("service IN ('police','disaster','ambulance')", name="service"),
         CheckConstraint("status IN ('available','busy','off_duty')", name="status"),
         CheckConstraint("language IN ('id','en')", name="language"),
+        # The matcher reads only the units near an incident (dispatch/escalation.py roster_rows): one
+        # latitude range scan per place a unit can be, longitude checked inside the index.
+        Index("ix_units_service_station", "service", "station_lat", "station_lon"),
+        Index("ix_units_service_fix", "service", "fix_lat", "fix_lon"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
