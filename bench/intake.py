@@ -186,7 +186,7 @@ def measure(service: DispatchService, url: str, presses: int, devices: int, rate
     )
     if held:
         print(
-            f"  intake transaction open (the SQLite write lock): p50 {percentile(held, 50):.1f} ms,"
+            f"  intake transaction open (on SQLite the write lock is held as long): p50 {percentile(held, 50):.1f} ms,"
             f" p99 {percentile(held, 99):.1f} ms, max {max(held):.1f} ms"
         )
     print(
