@@ -2,7 +2,9 @@
 
 Guarantees, in order of importance:
 1. A message is acknowledged only after the handler returned, i.e. after its
-   effect (or its dead-letter record) is committed. A crash before that means
+   effect (or its dead-letter record) is committed. Under load, the messages already
+   waiting are handed to the batch handler together (one transaction for all) and
+   each is acknowledged after that commit. A crash before that means
    the broker redelivers it; nothing is lost. A handler that cannot commit (the
    database is down) keeps the message and tries again until it can; it is never
    dropped and never acknowledged before.
@@ -71,6 +73,22 @@ class InboundMessage:
 
 
 Handler = Callable[[InboundMessage], None]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch handler did with a batch: the first ``committed`` messages are committed.
+
+    When ``error`` is set, the message right after them raised (its own work was rolled back,
+    the others' kept) and was not handled; the messages after it were not tried.
+    """
+
+    committed: int
+    error: BaseException | None = None
+
+
+# Handles several messages in one transaction; raising means none of them is committed.
+BatchHandler = Callable[[Sequence[InboundMessage]], BatchOutcome]
 # Called when the handler kept failing; True means "recorded elsewhere, acknowledge it".
 FailureHandler = Callable[[InboundMessage, BaseException], bool]
 
@@ -94,6 +112,8 @@ class MqttGateway:
         handler_attempts: int = 3,
         default_username: str = "dispatch",
         on_session_lost: Callable[[], None] | None = None,
+        batch_handler: BatchHandler | None = None,
+        batch_max: int = 1,
     ) -> None:
         self.address = BrokerAddress.from_url(url)
         self.client_id = client_id
@@ -104,6 +124,8 @@ class MqttGateway:
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
         self._handler_attempts = handler_attempts
+        self._batch_handler = batch_handler
+        self._batch_max = max(1, batch_max) if batch_handler is not None else 1
         self._on_session_lost = on_session_lost
         self._stopping = threading.Event()
         self._connected = threading.Event()
@@ -113,7 +135,8 @@ class MqttGateway:
         self._inbox: queue.Queue[tuple[int, mqtt.MQTTMessage] | None] = queue.Queue()
         self._generation = 0  # bumped on every disconnect; acks belong to one connection
         self._had_session = False
-        self._busy_since: float | None = None  # monotonic time the message in hand was taken
+        self._busy_since: float | None = None  # monotonic time the messages in hand were taken
+        self._in_hand = 0
         self._last_done = time.monotonic()
         self.session_lost_at: datetime | None = None
         self.sessions_lost = 0
@@ -148,10 +171,10 @@ class MqttGateway:
     @property
     def backlog(self) -> int:
         """Messages received and not yet handled."""
-        return self._inbox.qsize() + (1 if self._busy_since is not None else 0)
+        return self._inbox.qsize() + self._in_hand
 
     def stop(self, *, forget_session: bool = False) -> None:
-        """Finish the message in hand, then disconnect; ``forget_session`` also drops the broker's session (tests)."""
+        """Finish the messages in hand, then disconnect; ``forget_session`` also drops the broker's session (tests)."""
         self._stopping.set()
         self._inbox.put(None)
         if self._worker is not None:
@@ -251,26 +274,76 @@ class MqttGateway:
         self._inbox.put((self._generation, message))
 
     def _work(self) -> None:
-        """The handler thread: one message at a time, in the order received."""
+        """The handler thread: the messages waiting, in the order received (one or a batch)."""
         while True:
             item = self._inbox.get()
             if item is None:
                 return
+            items = [item, *self._drain(self._batch_max - 1)]
             if self._stopping.is_set():
-                return  # unacknowledged: the broker keeps it for our next start
-            generation, message = item
+                return  # unacknowledged: the broker keeps them for our next start
             self._busy_since = time.monotonic()
+            self._in_hand = len(items)
             try:
-                self._process(generation, message)
+                if len(items) == 1:
+                    self._process(*items[0])
+                else:
+                    self._process_batch(items)
             except Exception:  # never let this thread die: a dead handler is a silent gateway
                 log.exception("mqtt handler thread: unexpected error")
             finally:
+                self._in_hand = 0
                 self._busy_since = None
                 self._last_done = time.monotonic()
 
-    def _process(self, generation: int, message: mqtt.MQTTMessage) -> None:
+    def _drain(self, limit: int) -> list[tuple[int, mqtt.MQTTMessage]]:
+        """Up to ``limit`` messages already waiting; never waits for more (latency at low load)."""
+        drained: list[tuple[int, mqtt.MQTTMessage]] = []
+        while len(drained) < limit:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._inbox.put(None)  # stop() asked: the loop sees it after this batch
+                break
+            drained.append(item)
+        return drained
+
+    def _process_batch(self, items: Sequence[tuple[int, mqtt.MQTTMessage]]) -> None:
+        assert self._batch_handler is not None
+        pending: list[tuple[int, mqtt.MQTTMessage, InboundMessage]] = []
+        for generation, message in items:
+            inbound = self._inbound(generation, message)
+            if inbound is not None:
+                pending.append((generation, message, inbound))
+        while len(pending) > 1 and not self._stopping.is_set():
+            try:
+                outcome = self._batch_handler([inbound for _g, _m, inbound in pending])
+            except Exception:
+                # Nothing of the batch is committed (the database is down?): today's path, one
+                # message at a time with its retries, so an outage behaves as without batches.
+                log.exception("batch of %d messages not committed; handling them one at a time", len(pending))
+                break
+            if outcome.committed == 0 and outcome.error is None:
+                log.error("batch handler committed nothing and reported no error; one at a time")
+                break
+            for generation, message, _inbound in pending[: outcome.committed]:
+                self._ack(generation, message)
+            pending = pending[outcome.committed :]
+            if outcome.error is not None and pending:
+                # The message that raised gets the per-message treatment before the ones after
+                # it are tried, so their effects keep the order of arrival.
+                generation, message, inbound = pending.pop(0)
+                self._process(generation, message, inbound, first_error=outcome.error)
+        for generation, message, inbound in pending:
+            if self._stopping.is_set():
+                return  # unacknowledged: redelivered on our next start
+            self._process(generation, message, inbound)
+
+    def _inbound(self, generation: int, message: mqtt.MQTTMessage) -> InboundMessage | None:
         try:
-            inbound = InboundMessage(
+            return InboundMessage(
                 topic=message.topic,
                 payload=bytes(message.payload),
                 qos=message.qos,
@@ -281,10 +354,26 @@ class MqttGateway:
             # A topic that is not UTF-8 cannot even be logged faithfully; drop it loudly.
             log.exception("mqtt message with undecodable topic; acknowledged and dropped")
             self._ack(generation, message)
+            return None
+
+    def _process(
+        self,
+        generation: int,
+        message: mqtt.MQTTMessage,
+        inbound: InboundMessage | None = None,
+        first_error: BaseException | None = None,
+    ) -> None:
+        """One message: the handler with retries; ``first_error`` counts as its first attempt (in a batch)."""
+        inbound = inbound or self._inbound(generation, message)
+        if inbound is None:
             return
         delay = 0.5
+        error = first_error
+        spent = 0 if first_error is None else 1
         while True:
-            error = self._handle_with_retries(inbound)
+            if spent < self._handler_attempts:
+                error = self._handle_with_retries(inbound, spent)
+            spent = 0
             if error is None or self._recorded_elsewhere(inbound, error):
                 self._ack(generation, message)
                 return
@@ -303,10 +392,12 @@ class MqttGateway:
         if generation == self._generation:
             self._client.ack(message.mid, message.qos)
 
-    def _handle_with_retries(self, inbound: InboundMessage) -> BaseException | None:
-        """Run the handler up to N times; the last error, or None on success."""
+    def _handle_with_retries(self, inbound: InboundMessage, failed: int = 0) -> BaseException | None:
+        """Run the handler up to N times (``failed`` of them already spent); the last error, or None on success."""
         error: BaseException | None = None
-        for attempt in range(1, self._handler_attempts + 1):
+        if failed:
+            time.sleep(min(0.2 * 2**failed, 2.0))
+        for attempt in range(failed + 1, self._handler_attempts + 1):
             try:
                 self._handler(inbound)
                 return None

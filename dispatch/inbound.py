@@ -1,6 +1,7 @@
 """Routing MQTT messages to their handlers, filing each one in the inbound log.
 
-Called by the MQTT gateway for every message. Returns normally only once the
+Called by the MQTT gateway for every message, or for the messages waiting together
+(``handle_batch``: one transaction, a savepoint each). Returns normally only once the
 message's effect, or its dead-letter record, is committed; raising means
 "not handled, do not acknowledge".
 """
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices import protocol as device_protocol
+from devices.gateway import BatchOutcome
 from devices.gateway import InboundMessage as Received
 from dispatch import intake, status
 from dispatch.calls import CallDesk, CallRecord, Geocoded
@@ -35,6 +38,21 @@ Publish = Callable[[str, bytes], object]
 # letter for inspection instead of never reaching us. calls/ and responders/ are
 # reserved for the 112 feed and unit reports.
 SUBSCRIPTIONS: tuple[str, ...] = ("devices/+/+", "calls/#", "responders/+/+")
+
+
+Parsed = device_protocol.DeviceMessage | responder_protocol.ResponderMessage | CallRecord
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One message checked and parsed outside the transaction: what to write inside it."""
+
+    message: Received
+    now: datetime
+    started: float  # perf_counter when taken, for the receive-to-commit histogram
+    parsed: Parsed | None = None
+    rejected: str | None = None  # the dead-letter reason when parsed is None
+    geocoded: Geocoded | None = None
 
 
 class InboundRouter:
@@ -61,15 +79,67 @@ class InboundRouter:
         self._clock = clock
 
     def __call__(self, message: Received) -> None:
+        work = self._prepare(message)
+        if work is None:
+            return
+        with transaction(self._sessions) as session:
+            outcome = self._write(session, work)
+        self._report(work, outcome)
+        if outcome.opened is not None and self._wake is not None:
+            self._wake()
+
+    def handle_batch(self, messages: Sequence[Received]) -> BatchOutcome:
+        """Several messages in one transaction, each in its own savepoint (group commit at intake).
+
+        A message that raises is rolled back alone; the ones before it are committed and
+        the ones after it are left for the gateway, which handles that message on its own
+        first (so effects keep the order of arrival). Raising: nothing is committed.
+        """
+        works: list[_Work | None] = []
+        error: BaseException | None = None
+        for message in messages:
+            try:
+                works.append(self._prepare(message))
+            except Exception as exc:
+                error = exc
+                break
+        handled = 0
+        done: list[tuple[_Work, intake.Outcome]] = []
+        if any(work is not None for work in works):
+            with transaction(self._sessions) as session:
+                for work in works:
+                    if work is not None:
+                        try:
+                            with session.begin_nested():
+                                done.append((work, self._write(session, work)))
+                        except Exception as exc:
+                            error = exc
+                            break
+                    handled += 1
+        else:
+            handled = len(works)
+        if error is not None:
+            log.warning(
+                "message %d of a batch of %d failed (%s); it is retried alone", handled + 1, len(messages), error
+            )
+        for work, outcome in done:
+            self._report(work, outcome)
+        if self._wake is not None and any(outcome.opened is not None for _work, outcome in done):
+            self._wake()
+        return BatchOutcome(committed=handled, error=error)
+
+    def _prepare(self, message: Received) -> _Work | None:
+        """Check and parse one message outside any transaction; None when there is nothing to do."""
         if device_protocol.is_own_output(message.topic) or status.is_call_status(message.topic):
-            return  # our own status messages echoed back by the broker
+            return None  # our own status messages echoed back by the broker
         now = self._clock()
         started = time.perf_counter()
         log.info("mqtt message received topic=%s bytes=%d", message.topic, len(message.payload))
         limit = self._settings.mqtt.max_payload_bytes
         if len(message.payload) > limit:
-            self._dead_letter(message, now, f"payload of {len(message.payload)} bytes exceeds {limit} bytes")
-            return
+            return _Work(
+                message, now, started, rejected=f"payload of {len(message.payload)} bytes exceeds {limit} bytes"
+            )
         try:
             parsed = (
                 device_protocol.parse_device_message(message.topic, message.payload)
@@ -77,24 +147,38 @@ class InboundRouter:
                 or self._parse_call(message.topic, message.payload)
             )
         except InvalidMessage as exc:
-            self._dead_letter(message, now, exc.reason)
-            return
+            return _Work(message, now, started, rejected=exc.reason)
         if parsed is None:
-            self._dead_letter(message, now, f"unknown topic {message.topic[:200]!r}")
-            return
-
+            return _Work(message, now, started, rejected=f"unknown topic {message.topic[:200]!r}")
         # Geocoding may call a remote service: do it before taking the database's write lock.
         geocoded = self._calls.geocode(parsed) if self._calls and isinstance(parsed, CallRecord) else None
-        with transaction(self._sessions) as session:
-            row = self._log(session, message, now, "accepted")
-            outcome = self._apply(session, parsed, now, row, geocoded)
-            row.outcome, row.reason, row.incident_id = outcome.outcome, outcome.reason, outcome.incident_id
-            is_press = isinstance(parsed, device_protocol.DeviceMessage)  # calls start their own dispatch
-            if is_press and outcome.opened is not None and self._on_opened and intake.dispatchable(outcome.opened):
-                # Same transaction: an incident is never committed without its first escalation step.
-                self._on_opened(session, outcome.opened, now)
-        kind = "call" if isinstance(parsed, CallRecord) else parsed.kind
-        self._metrics.receive_to_commit.labels(kind).observe(time.perf_counter() - started)
+        return _Work(message, now, started, parsed=parsed, geocoded=geocoded)
+
+    def _write(self, session: Session, work: _Work) -> intake.Outcome:
+        """Everything one message writes, in the caller's transaction."""
+        if work.parsed is None:
+            row = self._log(session, work.message, work.now, "dead_letter")
+            row.reason = work.rejected
+            return intake.Outcome("dead_letter", work.rejected)
+        parsed, now = work.parsed, work.now
+        row = self._log(session, work.message, now, "accepted")
+        outcome = self._apply(session, parsed, now, row, work.geocoded)
+        row.outcome, row.reason, row.incident_id = outcome.outcome, outcome.reason, outcome.incident_id
+        is_press = isinstance(parsed, device_protocol.DeviceMessage)  # calls start their own dispatch
+        if is_press and outcome.opened is not None and self._on_opened and intake.dispatchable(outcome.opened):
+            # Same transaction: an incident is never committed without its first escalation step.
+            self._on_opened(session, outcome.opened, now)
+        return outcome
+
+    def _report(self, work: _Work, outcome: intake.Outcome) -> None:
+        """After the commit: metrics, log lines and the status messages the device waits for."""
+        message = work.message
+        if work.parsed is None:
+            self._metrics.inbound.labels("unknown", "dead_letter").inc()
+            log.warning("dead letter on %s: %s", message.topic[:200], work.rejected)
+            return
+        kind = "call" if isinstance(work.parsed, CallRecord) else work.parsed.kind
+        self._metrics.receive_to_commit.labels(kind).observe(time.perf_counter() - work.started)
         self._metrics.inbound.labels(kind, outcome.outcome).inc()
         if outcome.outcome == "dead_letter":
             log.warning("dead letter on %s: %s", message.topic, outcome.reason)
@@ -108,8 +192,6 @@ class InboundRouter:
             )
         for publication in outcome.publications:
             self._publish(publication.topic, publication.payload)
-        if outcome.opened is not None and self._wake is not None:
-            self._wake()
 
     def _parse_call(self, topic: str, payload: bytes) -> CallRecord | None:
         if topic != status.CALL_TOPIC or self._calls is None:
@@ -134,7 +216,7 @@ class InboundRouter:
     def _apply(
         self,
         session: Session,
-        parsed: device_protocol.DeviceMessage | responder_protocol.ResponderMessage | CallRecord,
+        parsed: Parsed,
         now: datetime,
         row: InboundMessage,
         geocoded: Geocoded | None = None,
@@ -169,8 +251,7 @@ class InboundRouter:
         return row
 
     def _dead_letter(self, message: Received, now: datetime, reason: str) -> None:
+        work = _Work(message, now, time.perf_counter(), rejected=reason)
         with transaction(self._sessions) as session:
-            row = self._log(session, message, now, "dead_letter")
-            row.reason = reason
-        self._metrics.inbound.labels("unknown", "dead_letter").inc()
-        log.warning("dead letter on %s: %s", message.topic[:200], reason)
+            outcome = self._write(session, work)
+        self._report(work, outcome)

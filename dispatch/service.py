@@ -176,6 +176,8 @@ class DispatchService:
             reconnect_max_s=settings.mqtt.reconnect_max_s,
             handler_attempts=settings.mqtt.handler_attempts,
             on_session_lost=self.metrics.mqtt_sessions_lost.inc,
+            batch_handler=router.handle_batch,
+            batch_max=settings.mqtt.batch_max,
         )
 
         # The web server also hosts the Twilio webhooks (and the sandbox in demo mode).

@@ -83,6 +83,9 @@ class MqttSettings(_Section):
     max_payload_bytes: int = Field(default=65536, ge=1024)
     embedded_port: int = Field(default=18830, ge=1, le=65535)
     handler_attempts: int = Field(default=3, ge=1, le=10)
+    # Messages already waiting are handled in one transaction (one commit), up to this many;
+    # 1 = one transaction per message. Never waits for more to arrive.
+    batch_max: int = Field(default=32, ge=1, le=1000)
 
     @field_validator("url")
     @classmethod
