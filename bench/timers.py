@@ -5,18 +5,19 @@ reaches the Twilio-compatible server <= 1 s after the step ran.
 
 A full service runs in this process (the Twilio-compatible server in a process of its own, see
 bench/harness.py) with the one-step policy of bench/pipeline.py. Incidents are written straight
-into the database through the engine's own ``EscalationEngine.start``, each with its first step
-due at a time of its own: ``--steps`` steps (default 10,000) due at ``--rate`` per second
-(default 100/s), the first one ``--lead`` seconds after they are all written. Nothing but the
-scheduler's clock tells the service that a step came due (no wake-up from intake): this measures
-the timers, not the press path.
+into the database through the engine's own ``EscalationEngine.start``: ``--steps`` steps pending
+(default 10,000), of which ``--due`` (default 600) come due during the run at ``--rate`` per
+second (default 10/s), the first ``--lead`` seconds after they are all written; the others are
+due an hour later and only wait, as a city's timers do. Nothing but the scheduler's clock tells
+the service that a step came due (no wake-up from intake): this measures the timers, not the
+press path.
 
-Printed per step: due -> fired (the step's ``done_at``), fired -> SMS request at the server, and
-due -> SMS; the floor is the scheduler's own tick (``escalation.tick_s``, 1 s: a step written
-without a wake-up waits up to one tick), so the ratios are to the tick.
+Printed for the steps that came due: due -> fired (the step's ``done_at``), fired -> SMS request
+at the server, and due -> SMS; the ratios are to the scheduler's own tick (``escalation.tick_s``,
+1 s: a step written without a wake-up may wait up to one tick).
 
 Usage:
-    python bench/timers.py --steps 2000 --rate 50
+    python bench/timers.py --steps 2000 --due 300 --rate 20
     python bench/timers.py --database postgresql+psycopg://postgres@127.0.0.1:5432/bench \
                            --mqtt mqtt://127.0.0.1:1883
 
@@ -36,17 +37,19 @@ from foundation.db import transaction
 
 # Incidents spread over the example roster's city (Probolinggo), so the matcher has real choices.
 CENTRE = (-7.7543, 113.2159)
+LATER_S = 3600  # the steps that only wait: due after the run
 
 
 def main() -> None:
     parser = harness.arguments(__doc__)
     parser.add_argument("--steps", type=int, default=10_000, help="pending steps (default 10,000)")
-    parser.add_argument("--rate", type=float, default=100, help="steps coming due per second (default 100)")
+    parser.add_argument("--due", type=int, default=600, help="of those, how many come due during the run (600)")
+    parser.add_argument("--rate", type=float, default=10, help="steps coming due per second (default 10)")
     parser.add_argument("--lead", type=float, default=5, help="seconds between the last write and the first due step")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for every SMS (default 600)")
     args = parser.parse_args()
-    if args.steps < 1 or args.rate <= 0:
-        parser.error("--steps and --rate must be positive")
+    if args.steps < 1 or args.rate <= 0 or not 1 <= args.due <= args.steps:
+        parser.error("--steps and --rate must be positive, --due between 1 and --steps")
 
     with harness.environment(args.database, args.mqtt) as env:
         web_port = harness.free_port()
@@ -57,13 +60,18 @@ def main() -> None:
             settings = harness.service_settings(env, [server], "sms", public_url)
             service = harness.InProcessService(env, settings, web_port)
             service.start()
-            print(f"backend={env.backend} broker={env.broker_label} steps={args.steps} due at {args.rate:g}/s")
+            print(
+                f"backend={env.backend} broker={env.broker_label} steps pending={args.steps},"
+                f" {args.due} of them due at {args.rate:g}/s"
+            )
             print(f"  load average at the start: {harness.load_average()}")
-            write_steps(service, args.steps, args.rate, args.lead)
+            write_steps(service, args.steps, args.due, args.rate, args.lead)
             written = service.sql.read() if service.sql else (0, 0)  # our own writes are not the service's
-            span = args.steps / args.rate
-            print(f"  {args.steps} steps pending; the first due at +{args.lead:g} s, the last {span:.0f} s later")
-            complete = wait_for_pages(service, args.steps, args.lead + span + args.timeout)
+            span = args.due / args.rate
+            print(
+                f"  {args.steps} steps pending; the first due at +{args.lead:g} s, the {args.due}th {span:.0f} s later"
+            )
+            complete = wait_for_pages(service, args.due, args.lead + span + args.timeout)
             report(service, server, complete, written)
         finally:
             if service is not None:
@@ -71,8 +79,8 @@ def main() -> None:
             server.stop()
 
 
-def write_steps(service: harness.InProcessService, count: int, rate: float, lead_s: float) -> datetime:
-    """Incidents with their first step due one after another; returns when the first is due."""
+def write_steps(service: harness.InProcessService, count: int, due: int, rate: float, lead_s: float) -> datetime:
+    """Incidents with their first step pending: ``due`` of them coming due one after another, the rest an hour on."""
     engine = service.service.escalation
     started = time.monotonic()
     first_due: datetime | None = None
@@ -105,7 +113,8 @@ def write_steps(service: harness.InProcessService, count: int, rate: float, lead
                 write_s = (time.monotonic() - started) * count / len(incidents) + lead_s
                 first_due = datetime.now(UTC) + timedelta(seconds=write_s)
             for i, incident in enumerate(incidents, start=offset):
-                engine.start(session, incident, first_due + timedelta(seconds=i / rate))
+                later = i / rate if i < due else LATER_S + i / rate
+                engine.start(session, incident, first_due + timedelta(seconds=later))
     assert first_due is not None
     return first_due
 
@@ -149,6 +158,8 @@ def report(
             .outerjoin(Notification, Notification.step_id == EscalationStep.id)
             .where(Incident.press_id.like("timer-%"))
         ).all()
+    now = datetime.now(UTC)
+    rows = [row for row in rows if row[0] <= now]  # the steps that came due; the others only waited
     fired = [(done - due).total_seconds() * 1000 for due, done, *_ in rows if done is not None]
     to_sms = [
         (arrivals[sid] - done.timestamp()) * 1000 for _, done, sid, *_ in rows if done is not None and sid in arrivals

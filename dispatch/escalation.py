@@ -50,7 +50,7 @@ from dispatch.matcher import (
 )
 from dispatch.models import Assignment, EscalationStep, Incident, Notification
 from foundation.clock import utcnow
-from foundation.db import transaction
+from foundation.db import reading, transaction
 from foundation.settings import EscalationStep as EscalationStepSetting
 from foundation.settings import Settings
 from responders.models import Supervisor, Unit
@@ -212,7 +212,7 @@ class EscalationEngine:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending step is due (for the scheduler's next wake-up)."""
-        with self._sessions() as session:
+        with reading(self._sessions) as session:
             return session.execute(
                 select(EscalationStep.due_at)
                 .where(EscalationStep.state == "pending")

@@ -50,7 +50,7 @@ from dispatch.metrics import Metrics
 from dispatch.models import Assignment, EscalationStep, Notification
 from dispatch.provider_health import ProviderHealth
 from foundation.clock import utcnow
-from foundation.db import transaction
+from foundation.db import reading, transaction
 from foundation.logsafe import mask_phone
 from foundation.settings import Settings
 from responders import messages
@@ -139,7 +139,7 @@ class Outbox:
         return [result for future in futures for result in future.result()]
 
     def _count_due(self, limit: int) -> int:
-        with self._sessions() as session:
+        with reading(self._sessions) as session:
             due = (
                 select(Notification.id)
                 .where(Notification.state == "pending", Notification.next_attempt_at <= self._clock())
@@ -153,7 +153,7 @@ class Outbox:
         self._pool.shutdown(wait=True)
 
     def next_due_at(self) -> datetime | None:
-        with self._sessions() as session:
+        with reading(self._sessions) as session:
             return session.execute(
                 select(Notification.next_attempt_at)
                 .where(Notification.state == "pending")

@@ -154,6 +154,9 @@ class WriteTurns:
 
 
 def _sqlite_begin(connection: Any, turns: WriteTurns) -> None:
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")  # deferred: a reader in WAL mode never waits for the writer
+        return
     # IMMEDIATE: take the write lock at BEGIN, so two writers queue on the lock
     # instead of failing with "database is locked" when upgrading a read lock.
     if not turns.acquire(SQLITE_BUSY_TIMEOUT_S):
@@ -180,6 +183,22 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception."""
     with factory() as session, session.begin():
+        yield session
+
+
+READ_ONLY = "dispatch_read_only"
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that only reads: on SQLite it neither takes nor waits for the write lock.
+
+    WAL lets a reader see the last commit while a writer works, so the polls that run all the
+    time (when is the next step due, has the sender saved this SID yet) need not queue behind a
+    burst's writes. Never write in it: a write would take SQLite's lock outside the turns.
+    """
+    with factory() as session:
+        session.connection(execution_options={READ_ONLY: True})
         yield session
 
 

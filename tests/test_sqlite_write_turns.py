@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from foundation.db import WriteTurns, make_engine
+from foundation.db import WriteTurns, make_engine, make_session_factory, reading
 
 
 def test_a_release_hands_the_lock_to_the_longest_waiter_not_back_to_the_thread_that_released() -> None:
@@ -79,4 +79,32 @@ def test_a_thread_that_commits_and_begins_again_at_once_lets_a_waiting_writer_in
     with engine.connect() as connection:
         seq = connection.execute(text("SELECT seq FROM writes WHERE who = 'waiting'")).scalar_one()
     assert seq <= 3  # right after the busy writer's transaction that was open when it asked
+    engine.dispose()
+
+
+def test_a_reading_session_sees_the_last_commit_without_waiting_for_a_writer_in_the_middle_of_its_work(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/reads.sqlite3")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE pages (id INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO pages (id) VALUES (1)"))
+    writing, done = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO pages (id) VALUES (2)"))
+            writing.set()
+            done.wait(10)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    writing.wait()
+    try:
+        with reading(make_session_factory(engine)) as session:  # would wait 15 s for the turn otherwise
+            assert session.execute(text("SELECT count(*) FROM pages")).scalar_one() == 1
+        assert writer.is_alive()  # the writer was still at work: the read did not wait for it
+    finally:
+        done.set()
+        writer.join()
     engine.dispose()

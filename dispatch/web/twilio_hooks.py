@@ -23,7 +23,7 @@ from dispatch import acknowledge, sms_replies
 from dispatch.delivery import RANK, apply_status
 from dispatch.models import InboundSms, KeypadAnswer, Notification
 from dispatch.web.context import WebContext
-from foundation.db import transaction
+from foundation.db import reading, transaction
 from foundation.logsafe import mask_phone
 from responders import messages, whatsapp
 from responders.replies import Reply
@@ -176,7 +176,7 @@ def _wait_for_sid(context: WebContext, sid: str, timeout_s: float = 3.0) -> bool
     """Twilio can call back before our sender has committed the SID it was just given: wait briefly."""
     deadline = time.monotonic() + timeout_s
     while True:
-        with context.sessions() as session:
+        with reading(context.sessions) as session:
             if session.execute(select(Notification.id).where(Notification.provider_sid == sid)).first():
                 return True
         if time.monotonic() >= deadline:
@@ -192,7 +192,7 @@ def _wait_for_call_sid(context: WebContext, notification_id: int, timeout_s: flo
     """Wait briefly until an existing voice notification has its call's SID committed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with context.sessions() as session:
+        with reading(context.sessions) as session:
             row = session.get(Notification, notification_id)
             if row is None or row.channel != "voice" or row.provider_sid is not None:
                 return
