@@ -20,6 +20,10 @@ Usage:
                           --mqtt mqtt://127.0.0.1:1883 --processes 2 --clients 2
 
 ``--database postgresql...`` DROPS and recreates the schema ``public`` of that database first.
+A broker with Mosquitto's default ``max_queued_messages 1000`` (Debian's /etc/mosquitto) DROPS
+the presses queued beyond 1,000 for a subscriber that is behind: they never reach the service and
+are counted LOST here. Use the embedded broker (no ``--mqtt``) or a Mosquitto run with
+config/mosquitto.conf (``max_queued_messages 0``), as in production.
 Several processes on one SQLite file work but are not what SQLite is for: use PostgreSQL.
 """
 
