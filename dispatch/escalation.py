@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from geopy.distance import geodesic
-from sqlalchemy import BindParameter, Row, and_, bindparam, or_, select, true, update
+from sqlalchemy import BindParameter, Row, and_, bindparam, or_, select, text, true, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -145,6 +145,7 @@ class EscalationEngine:
             now = self._clock()
             done: list[StepOutcome] = []
             with transaction(self._sessions) as session:
+                _wait_briefly_for_locks(session)
                 steps = claim_due_steps(session, now, min(batch, limit - len(outcomes)), skip=busy)
                 for step in steps:
                     outcome = self._execute_alone(session, step, now, busy)
@@ -172,8 +173,16 @@ class EscalationEngine:
         except IncidentBusy:
             busy.add(step_id)
             return None
-        except (OperationalError, InterfaceError):
-            raise  # the database is unreachable: the whole batch rolls back and is claimed again
+        except OperationalError as exc:
+            if not _contended(exc):
+                raise  # the database is unreachable: the whole batch rolls back and is claimed again
+            # Another worker's batch holds what this step needs (the same phone's next alert code,
+            # say): its savepoint is rolled back and it runs on the next pass, after that commit.
+            log.info("step %d waits for another worker (%s): next pass", step_id, _sqlstate(exc))
+            busy.add(step_id)
+            return None
+        except InterfaceError:
+            raise
         except Exception as exc:
             busy.add(step_id)  # rolled back alone; the rest of the batch goes on
             if self._poisoned(step_id, exc):
@@ -696,6 +705,31 @@ def _lock_now(session: Session, model: type[_Locked], row_id: int) -> _Locked | 
     return session.execute(
         select(model).where(model.id == row_id).with_for_update(skip_locked=True)
     ).scalar_one_or_none()
+
+
+# PostgreSQL: deadlock, serialization failure, lock wait timeout. A step meeting one of these
+# gave way to another transaction; the step itself is fine.
+CONTENDED = frozenset({"40P01", "40001", "55P03"})
+# How long a step may wait for a row lock or a unique key another worker is inserting.
+LOCK_WAIT = "200ms"
+
+
+def _wait_briefly_for_locks(session: Session) -> None:
+    """Bound this batch's lock waits: a wait is a step for the next pass, not a stalled batch.
+
+    Two workers' batches can each insert rows the other is about to insert (alert codes of one
+    phone): without a bound they wait for each other's whole batch, or deadlock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+
+
+def _sqlstate(exc: OperationalError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def _contended(exc: OperationalError) -> bool:
+    return _sqlstate(exc) in CONTENDED
 
 
 def claim_due_steps(session: Session, now: datetime, limit: int, skip: Collection[int] = ()) -> list[EscalationStep]:

@@ -6,6 +6,8 @@
 - The engine never waits for a lock someone else holds on an incident (a dispatcher's action, a
   responder's reply): it runs the other due steps and comes back to that one, so the two can
   never deadlock (PostgreSQL would abort one of them, perhaps the responder's acceptance).
+- Nor does a step wait long for what another worker's batch is writing (the same phone's next
+  alert code): it gives way and runs on the next pass, and the rest of its batch goes on.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from dispatch.models import Assignment, EscalationStep, Incident
 from foundation.clock import utcnow
 from foundation.db import transaction
 from foundation.settings import load_settings
-from tests.responder_helpers import kinds
+from tests.responder_helpers import UNIT_PHONES, kinds
 
 
-def incident_with_step(sessions: sessionmaker[Session], press_id: str, late_s: float, **where: float | None) -> int:
+def incident_with_step(
+    sessions: sessionmaker[Session], press_id: str, late_s: float, service: str = "police", **where: float | None
+) -> int:
     with transaction(sessions) as session:
-        incident = Incident(source="press", device_id="BTN-0001", press_id=press_id, service="police", **where)
+        incident = Incident(source="press", device_id="BTN-0001", press_id=press_id, service=service, **where)
         session.add(incident)
         session.flush()
-        assignment = Assignment(incident_id=incident.id, service="police", excluded={})
+        assignment = Assignment(incident_id=incident.id, service=service, excluded={})
         session.add(assignment)
         session.flush()
         schedule(session, assignment, StepRef(0, 0), "notify_unit", utcnow() - timedelta(seconds=late_s))
@@ -95,3 +99,28 @@ def test_a_step_whose_incident_someone_is_changing_waits_for_the_next_pass_witho
         dispatcher.rollback()
     escalation.run_due_steps()
     assert step_state(sessions, held) == "done"
+
+
+def test_a_step_that_would_wait_on_another_workers_uncommitted_alert_code_gives_way_and_its_batch_goes_on(
+    sessions: sessionmaker[Session], escalation: EscalationEngine, engine: Engine, roster: None
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite serialises every writer on its one write lock")
+    blocker = incident_with_step(sessions, "other-worker", late_s=-3600, lat=-7.75, lon=113.2)
+    waits = incident_with_step(sessions, "same-phone", late_s=2, lat=-7.7543, lon=113.2159)  # POL-01 is nearest
+    free = incident_with_step(sessions, "other-phone", late_s=1, service="ambulance", lat=-7.7543, lon=113.2159)
+    with sessions() as session:
+        other_assignment = session.query(Assignment.id).filter_by(incident_id=blocker).scalar()
+    with engine.connect() as other_worker:  # its batch gave POL-01 code 1 and has not committed yet
+        other_worker.execute(
+            text(
+                "INSERT INTO alert_codes (phone, code, assignment_id, incident_id, created_at)"
+                " VALUES (:phone, 1, :assignment, :incident, now())"
+            ),
+            {"phone": UNIT_PHONES["POL-01"], "assignment": other_assignment, "incident": blocker},
+        )
+        escalation.run_due_steps()  # waits at most the lock timeout, then goes on
+        assert (step_state(sessions, waits), step_state(sessions, free)) == ("pending", "done")
+        other_worker.commit()
+    escalation.run_due_steps()
+    assert step_state(sessions, waits) == "done"
