@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -126,27 +126,11 @@ class Outbox:
         """
         self.save_unsaved()
         self.hang_up_unneeded()
-        # As many claims and senders as rows are due now: a wake-up for one page is one claim,
-        # not one per sender thread (rows that come due meanwhile are the next run's: every
-        # commit that writes a page wakes this job again).
-        due = self._count_due(limit)
-        if due == 0:
-            return []
-        budget = _Budget(due)
+        budget = _Budget(limit)
         futures: list[Future[list[SendResult]]] = [
-            self._pool.submit(self._drain, budget) for _ in range(min(due, self._settings.outbox.concurrency))
+            self._pool.submit(self._drain, budget) for _ in range(self._settings.outbox.concurrency)
         ]
         return [result for future in futures for result in future.result()]
-
-    def _count_due(self, limit: int) -> int:
-        with reading(self._sessions) as session:
-            due = (
-                select(Notification.id)
-                .where(Notification.state == "pending", Notification.next_attempt_at <= self._clock())
-                .limit(limit)
-                .subquery()
-            )
-            return session.execute(select(func.count()).select_from(due)).scalar_one()
 
     def close(self) -> None:
         """Finish the API calls in flight, then stop the pool."""
