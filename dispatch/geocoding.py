@@ -43,6 +43,8 @@ from geopy.geocoders import Nominatim
 from geopy.geocoders.base import Geocoder
 from geopy.location import Location
 
+from dispatch.matcher import geodesic_at_least_m
+
 log = logging.getLogger(__name__)
 
 Kind = Literal["kecamatan", "kelurahan", "landmark", "road"]
@@ -570,7 +572,7 @@ class GazetteerGeocoder(Geocoder):
         ):
             for entry in (e for e in self.entries if e.kind == kind):
                 limit = reach(entry)
-                if _surely_farther(lat, lon, entry.lat, entry.lon, limit):
+                if geodesic_at_least_m(lat, lon, entry.lat, entry.lon) > limit:
                     continue  # the geodesic is the slow part of each escalation step: skip it when it cannot matter
                 metres = float(geodesic((lat, lon), (entry.lat, entry.lon)).meters)
                 if metres <= limit and (best is None or metres < best[0]):
@@ -922,24 +924,3 @@ def make_geocoder(
             log.warning("nominatim_domain points at the public OSM server, not a self-hosted one")
         return Nominatim(domain=nominatim_domain, scheme=nominatim_scheme, user_agent=user_agent)
     raise ValueError(f"unknown geocoder kind {kind!r}; expected 'gazetteer' or 'nominatim'")
-
-
-# Metres per degree of latitude at its shortest (the equator) on WGS-84: a lower bound.
-_MIN_M_PER_DEG_LAT = 110_574.0
-
-
-def _surely_farther(lat1: float, lon1: float, lat2: float, lon2: float, metres: float) -> bool:
-    """True only when the geodesic between the points is certainly more than ``metres``.
-
-    A lower bound that costs a few float operations: the latitude difference alone, at the
-    shortest length a degree of latitude has anywhere, underestimates the distance; so does
-    the longitude difference at the larger of the two latitudes' cosines, shrunk by 1 % for
-    the ellipsoid. Only points this bound cannot rule out get the exact geodesic.
-    """
-    north = abs(lat1 - lat2) * _MIN_M_PER_DEG_LAT
-    if north > metres:
-        return True
-    cos = min(math.cos(math.radians(lat1)), math.cos(math.radians(lat2)))
-    degrees_east = abs(lon1 - lon2) % 360
-    east = min(degrees_east, 360 - degrees_east) * _MIN_M_PER_DEG_LAT * 0.99 * max(cos, 0.0)
-    return east > metres

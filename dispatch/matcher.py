@@ -544,6 +544,14 @@ def nearby_skipped(
     )
 
 
+def geodesic_at_least_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """A lower bound of the WGS-84 geodesic between two points, for a few float operations.
+
+    For skipping exact geodesics that cannot matter (see _LOWER_RATIO and _SLACK_M).
+    """
+    return _LOWER_RATIO * max(0.0, _haversine_m(lat1, lon1, lat2, lon2) - _SLACK_M)
+
+
 def _haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance on the R1 sphere (well conditioned for short distances)."""
     p1, p2 = math.radians(lat1), math.radians(lat2)

@@ -26,10 +26,10 @@ from dispatch.geocoding import (
     GazetteerGeocoder,
     GeocodeResult,
     RoadPoint,
-    _surely_farther,
     geocode_address,
     make_geocoder,
 )
+from dispatch.matcher import geodesic_at_least_m
 from tests.nominatim_fake import FakeNominatim, FakePlace
 
 GAZETTEER = Path(__file__).resolve().parent.parent / "config" / "gazetteer.yaml"
@@ -607,5 +607,5 @@ def test_the_shortcut_that_skips_far_places_never_skips_one_within_reach(
     lat: float, lon: float, north: float, east: float, metres: float
 ) -> None:
     other = (max(-89.9, min(89.9, lat + north)), (lon + east + 180) % 360 - 180)
-    if _surely_farther(lat, lon, *other, metres):
+    if geodesic_at_least_m(lat, lon, *other) > metres:
         assert geodesic((lat, lon), other).meters > metres
