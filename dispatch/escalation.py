@@ -145,8 +145,9 @@ class EscalationEngine:
             now = self._clock()
             done: list[StepOutcome] = []
             with transaction(self._sessions) as session:
-                _wait_briefly_for_locks(session)
                 steps = claim_due_steps(session, now, min(batch, limit - len(outcomes)), skip=busy)
+                if steps:  # the claim itself never waits (SKIP LOCKED)
+                    _wait_briefly_for_locks(session)
                 for step in steps:
                     outcome = self._execute_alone(session, step, now, busy)
                     if outcome is not None:
