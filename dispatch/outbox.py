@@ -281,6 +281,9 @@ class Outbox:
         provider = self._provider(row)
         # Never delivered after it stopped being useful.
         validity_s = int((useful_until - now).total_seconds())
+        # The doubt window runs from the request, not from the claim: on SQLite the claim may
+        # have waited its turn for the write lock, and that wait must not shorten the lookups.
+        requested_at = self._clock()
         try:
             medium = routing.medium(row.provider, row.channel)
             if medium == "voice":
@@ -290,7 +293,7 @@ class Outbox:
             else:
                 sid = provider.send_sms(row.to_number, row.body, validity_s=validity_s, key=_key(row))
         except SendFailed as failure:
-            return self._failed(row, failure)
+            return self._failed(row, failure, requested_at=requested_at)
         return self._sent(row, sid, now)
 
     def _look_up(self, row: Notification, now: datetime) -> SendResult | None:
@@ -400,7 +403,7 @@ class Outbox:
         self._save(f"{row.channel} {row.id} sent as {sid}", save)
         return SendResult(row.id, "found" if found_after else "sent", sid)
 
-    def _failed(self, row: Notification, failure: SendFailed) -> SendResult:
+    def _failed(self, row: Notification, failure: SendFailed, *, requested_at: datetime | None = None) -> SendResult:
         now = self._clock()
         if failure.kind == "permanent":
             if row.provider in self.healths:
@@ -433,7 +436,7 @@ class Outbox:
             if failure.may_have_arrived:
                 self._health(row).in_doubt()
                 current.outcome_unknown = True
-                current.doubt_since = row.claimed_at or now
+                current.doubt_since = requested_at or row.claimed_at or now
                 current.lookups = 0
             if first_failure:
                 _record(

@@ -75,7 +75,8 @@ def test_a_429_with_retry_after_is_not_retried_sooner(
         escalation=fast_escalation([{"after_s": 0, "action": "notify_unit"}]), twilio={"retry_backoff_s": 0.1}
     )
     store = sandbox(service)
-    store.outage("error", 0.5, status=429, retry_after_s=2)
+    # Long enough that a slow press still meets it, short enough that the retry 2 s later cannot.
+    store.outage("error", 1.8, status=429, retry_after_s=2)
     press(service, "retry-after-1")
     eventually(lambda: texts_to(store, POL01), timeout=15)
     posts = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "POST"]

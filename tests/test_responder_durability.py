@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -152,6 +153,49 @@ def test_an_sms_that_timed_out_before_twilio_created_it_is_sent_after_the_lookup
             select(TimelineEvent).where(TimelineEvent.kind == "notification_resent_after_lookup")
         ).scalar_one()
     assert decision.data["lookups"] == methods.count("GET") and decision.data["looked_for_s"] >= 1.5
+
+
+def test_the_doubt_window_runs_from_the_request_even_when_the_claim_waited_for_the_database(
+    start_service: Start, roster: None, sessions: sessionmaker[Session], broker_url: str
+) -> None:
+    # On SQLite a claim reads the clock, then may wait its turn for the write lock behind a
+    # burst's writers, so the row's claimed_at can lie well before the request. Here the first
+    # claim waits 1 s. The lookups must still span 3 x the 0.5 s timeout after the request.
+    service = start_service(
+        escalation=fast_escalation([{"after_s": 0, "action": "notify_unit", "channels": ["sms"]}]),
+        twilio={"timeout_s": 0.5, "retry_backoff_s": 0.1, "concurrency": 1},
+    )
+    outbox, claim = service.outbox, service.outbox._claim
+    waited: list[bool] = []
+
+    def claim_after_a_wait() -> Any:
+        if waited:
+            return claim()
+        real = outbox._clock
+
+        def read_then_wait() -> datetime:
+            now = real()
+            time.sleep(1)
+            return now
+
+        outbox._clock = read_then_wait
+        try:
+            row = claim()
+        finally:
+            outbox._clock = real
+        if row is not None:
+            waited.append(True)
+        return row
+
+    outbox._claim = claim_after_a_wait  # type: ignore[method-assign]
+    store = sandbox(service)
+    store.fail_next(1, 500)
+    store.stall_next(1, 1.5)
+    publish_presses(broker_url, [("BTN-0001", "waited-claim-1")])
+    wait_until_sent(sessions)
+    posts = [r for r in store.requests if r.path.endswith("/Messages.json") and r.method == "POST"]
+    assert len(posts) == 2
+    assert (posts[1].received_at - posts[0].received_at).total_seconds() >= 1.5
 
 
 def test_a_permanent_twilio_error_moves_the_escalation_on_at_once(
