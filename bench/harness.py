@@ -470,18 +470,29 @@ def run_floor(url: str, rate: float, count: int, settle_s: float) -> list[float]
 
 
 class SqlCounter:
-    """SQL statements and commits on one engine, from its events."""
+    """SQL statements and commits on one engine, from its events; statements also by their shape."""
 
     def __init__(self, engine: Engine) -> None:
         self._lock = threading.Lock()
         self.statements = 0
         self.commits = 0
+        self.shapes: Counter[str] = Counter()
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "commit", self._commit)
 
-    def _statement(self, *_: Any) -> None:
+    def _statement(self, _connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        shape = " ".join(statement.split())[:110]
         with self._lock:
             self.statements += 1
+            self.shapes[shape] += 1
+
+    def report_shapes(self, presses: int, top: int = 15) -> None:
+        """Where the statements go: the most frequent shapes, per press."""
+        with self._lock:
+            common = self.shapes.most_common(top)
+        print(f"  SQL statements per press by shape (top {top}, over the run):")
+        for shape, n in common:
+            print(f"    {n / presses:6.2f}  {shape}")
 
     def _commit(self, *_: Any) -> None:
         with self._lock:
@@ -968,5 +979,7 @@ def run_service(
         print(f"  log lines of the serve processes at WARNING or above: {service.log_summary()}")
     else:
         tally.report()
+        if service.sql is not None:
+            service.sql.report_shapes(len(ids), top=int(os.environ.get("BENCH_SQL_SHAPES", "15")))
     sql = (sql1[0] - sql0[0], sql1[1] - sql0[1]) if sql1 is not None else None
     return Run(published, outcome, complete, cpu, sql, callbacks, server.kind)

@@ -174,7 +174,8 @@ class Outbox:
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
-            claimed_id = session.execute(
+            # RETURNING the whole row: the claim is one statement, not an UPDATE and two SELECTs.
+            row = session.scalars(
                 update(Notification)
                 .where(Notification.id == due.scalar_subquery(), Notification.state == "pending")
                 .values(
@@ -184,13 +185,11 @@ class Outbox:
                     attempts=Notification.attempts + 1,
                     updated_at=now,
                 )
-                .returning(Notification.id)
+                .returning(Notification)
                 .execution_options(synchronize_session=False)
-            ).scalar_one_or_none()
-            if claimed_id is None:
+            ).one_or_none()
+            if row is None:
                 return None
-            row = session.get_one(Notification, claimed_id)
-            session.refresh(row)
             if row.provider is None:
                 # Chosen once, with the claim, so a request in doubt is looked up where it went.
                 options = self._routes(session, row)
