@@ -132,13 +132,13 @@ def release_codes(session: Session, assignment_id: int) -> None:
 
 def insert_notification(session: Session, **values: Any) -> Notification | None:
     """Insert an outbox row unless its idempotency key exists; the row, or None if it did."""
-    inserted = session.execute(
-        insert_for(session, Notification.__table__)
+    # RETURNING the whole row: loaded by its INSERT, not by a second SELECT.
+    return session.scalars(
+        insert_for(session, Notification)
         .values(state="pending", attempts=0, **values)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Notification.__table__.c.id)
-    ).scalar_one_or_none()
-    return session.get(Notification, inserted) if inserted is not None else None
+        .returning(Notification)
+    ).one_or_none()
 
 
 def write_alert(

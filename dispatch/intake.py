@@ -55,8 +55,9 @@ def accept_press(
         lat, lon, source = device.lat, device.lon, "device_registered"
 
     review_reason = None if registered else ("unregistered device" if device is None else "inactive device")
-    inserted = session.execute(
-        insert_for(session, Incident.__table__)
+    # RETURNING the whole row: the incident is loaded by its INSERT, not by a second SELECT.
+    incident = session.scalars(
+        insert_for(session, Incident)
         .values(
             source="press",
             device_id=device_id,
@@ -73,8 +74,8 @@ def accept_press(
             source_ts=press.ts,
         )
         .on_conflict_do_nothing(index_elements=["device_id", "press_id"])
-        .returning(Incident.__table__.c.id)
-    ).scalar_one_or_none()
+        .returning(Incident)
+    ).one_or_none()
 
     if device is not None:
         device.last_seen_at = now
@@ -82,7 +83,7 @@ def accept_press(
             device.battery = press.battery
 
     actor = f"device:{device_id}"
-    if inserted is None:
+    if incident is None:
         incident = session.execute(
             select(Incident).where(Incident.device_id == device_id, Incident.press_id == press.press_id)
         ).scalar_one()
@@ -99,7 +100,6 @@ def accept_press(
         )
         return Outcome("duplicate", "press already recorded", incident.id, (_status(incident, now),))
 
-    incident = session.get_one(Incident, inserted)
     timeline.record(
         session,
         "press_received",
