@@ -269,7 +269,7 @@ class Outbox:
         now = self._clock()
         if row.provider not in self._providers:
             failure = SendFailed("permanent", f"no provider configured for {row.channel} to this recipient")
-            return self._failed(row, failure)
+            return self._failed(row, failure, requested_at=now)  # nothing was requested
         useful_until = row.created_at + timedelta(seconds=self._settings.outbox.sms_validity_s)
         if now >= useful_until:
             return self._expire(row, now)
@@ -402,7 +402,7 @@ class Outbox:
         self._save(f"{row.channel} {row.id} sent as {sid}", save)
         return SendResult(row.id, "found" if found_after else "sent", sid)
 
-    def _failed(self, row: Notification, failure: SendFailed, *, requested_at: datetime | None = None) -> SendResult:
+    def _failed(self, row: Notification, failure: SendFailed, *, requested_at: datetime) -> SendResult:
         now = self._clock()
         if failure.kind == "permanent":
             if row.provider in self.healths:
@@ -435,7 +435,7 @@ class Outbox:
             if failure.may_have_arrived:
                 self._health(row).in_doubt()
                 current.outcome_unknown = True
-                current.doubt_since = requested_at or row.claimed_at or now
+                current.doubt_since = requested_at
                 current.lookups = 0
             if first_failure:
                 _record(

@@ -162,19 +162,20 @@ def _status(sid: str, status: str) -> Response:
     given = request.form.get("ErrorCode", "")
     error_code = int(given) if given.isdigit() else None
     permanent = error_code in PERMANENT_TWILIO_CODES
-    # Almost always the SID is committed already: look for the row in the writing transaction
-    # itself, and wait (reading only) in the rare case the callback overtook our sender.
-    for attempt in range(2):
+
+    def apply() -> bool:
         with transaction(context.sessions) as session:
             row = session.execute(select(Notification).where(Notification.provider_sid == sid)).scalar_one_or_none()
-            if row is not None:
-                apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
-        if row is not None:
-            context.wake()
-            return Response(status=204)
-        if attempt == 0 and not _wait_for_sid(context, sid):
-            break
-    log.warning("status %s for unknown sid %s", status, sid)
+            if row is None:
+                return False
+            apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
+        context.wake()
+        return True
+
+    # Almost always the SID is committed already: look for the row in the writing transaction
+    # itself, and wait (reading only) in the rare case the callback overtook our sender.
+    if not (apply() or (_wait_for_sid(context, sid) and apply())):
+        log.warning("status %s for unknown sid %s", status, sid)
     return Response(status=204)
 
 
