@@ -166,3 +166,49 @@ def test_a_long_outage_of_calls_is_told_to_the_supervisors_by_sms(
 def _outages_open(sessions: sessionmaker[Session]) -> int:
     with sessions() as session:
         return len(session.execute(select(ProviderOutage).where(ProviderOutage.ended_at.is_(None))).scalars().all())
+
+
+def test_a_burst_fans_out_to_every_sender_and_a_single_page_costs_one_empty_claim(
+    start_service: Start, roster: None, sessions: sessionmaker[Session]
+) -> None:
+    service = start_service(
+        escalation=fast_escalation([{"after_s": 0, "action": "notify_unit", "channels": ["sms"]}]),
+        twilio={"concurrency": 4, "timeout_s": 5},
+    )
+    service.scheduler.pause_job("outbox")  # the test runs the sender itself, once
+    incidents = [press(service, f"fan-out-{n}") for n in range(4)]
+    eventually(lambda: len([n for n in notifications(sessions) if n.state == "pending"]) == 4, timeout=15)
+    sandbox(service).stall_next(4, 1.0)  # each request answers only after 1 s: a slow provider
+
+    outbox, claim, send = service.outbox, service.outbox._claim, service.outbox._send
+    claimed: list[int | None] = []
+    in_flight, most = [0], [0]
+
+    def counting_claim() -> Notification | None:
+        row = claim()
+        claimed.append(row.id if row else None)
+        return row
+
+    def counting_send(row: Notification) -> object:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            return send(row)
+        finally:
+            in_flight[0] -= 1
+
+    outbox._claim, outbox._send = counting_claim, counting_send  # type: ignore[method-assign]
+    results = outbox.send_due()
+    assert sorted(result.outcome for result in results) == ["sent"] * 4
+    assert most[0] == 4, "the four slow requests were in flight together"
+    assert sorted(n.incident_id for n in notifications(sessions) if n.provider_sid) == sorted(incidents)
+
+    # One page due: one sender sends it while a second finds nothing, and that ends the run
+    # (not one empty claim per sender, as when every sender looked for work at once).
+    last = press(service, "fan-out-single")
+    eventually(lambda: [n.incident_id for n in notifications(sessions) if n.state == "pending"] == [last], timeout=15)
+    sandbox(service).stall_next(1, 1.0)
+    claimed.clear()
+    [result] = outbox.send_due()
+    assert result.outcome == "sent"
+    assert claimed == [result.notification_id, None]

@@ -168,8 +168,9 @@ def _status(sid: str, status: str) -> Response:
             row = session.execute(select(Notification).where(Notification.provider_sid == sid)).scalar_one_or_none()
             if row is None:
                 return False
-            apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
-        context.wake()
+            change = apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
+        if change is not None and change.bring_forward is not None:
+            context.wake()  # the next step came forward; a plain receipt makes nothing due
         return True
 
     # Almost always the SID is committed already: look for the row in the writing transaction
