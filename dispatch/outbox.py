@@ -74,53 +74,19 @@ class SendResult:
     detail: str = ""
 
 
-class _Run:
-    """One ``send_due``: its claim budget and its sender threads.
+class _Budget:
+    """How many rows one ``send_due`` may still claim, shared by its sender threads."""
 
-    It starts with one sender; each row claimed may start one more, up to ``threads``, so a
-    burst fans out to full concurrency within a few claims while a single due row costs one
-    thread. Once a claim finds nothing due, no sender claims again: a run ends with one empty
-    claim, not one per thread (work that comes due later wakes the next run).
-    """
-
-    def __init__(self, limit: int, threads: int) -> None:
+    def __init__(self, limit: int) -> None:
+        self._left = limit
         self._lock = threading.Lock()
-        self._claims_left = limit
-        self._threads_left = threads
-        self._found_nothing = False
-        self._senders: list[Future[list[SendResult]]] = []
 
     def take(self) -> bool:
-        """Whether a sender may claim one more row."""
         with self._lock:
-            if self._claims_left <= 0 or self._found_nothing:
+            if self._left <= 0:
                 return False
-            self._claims_left -= 1
+            self._left -= 1
             return True
-
-    def found_nothing(self) -> None:
-        with self._lock:
-            self._found_nothing = True
-
-    def start_sender(self, pool: ThreadPoolExecutor, drain: Callable[[_Run], list[SendResult]]) -> None:
-        """Start one more sender thread, if the run has a thread and claims left."""
-        with self._lock:
-            if self._threads_left <= 0 or self._claims_left <= 0 or self._found_nothing:
-                return
-            self._threads_left -= 1
-            self._senders.append(pool.submit(drain, self))
-
-    def results(self) -> list[SendResult]:
-        """Wait for every sender, including those started while waiting; all their results."""
-        results: list[SendResult] = []
-        waited = 0
-        while True:
-            with self._lock:
-                if waited == len(self._senders):
-                    return results
-                sender = self._senders[waited]
-            results.extend(sender.result())  # a sender starts others only before it finishes
-            waited += 1
 
 
 class Outbox:
@@ -160,9 +126,11 @@ class Outbox:
         """
         self.save_unsaved()
         self.hang_up_unneeded()
-        run = _Run(limit, self._settings.outbox.concurrency)
-        run.start_sender(self._pool, self._drain)
-        return run.results()
+        budget = _Budget(limit)
+        futures: list[Future[list[SendResult]]] = [
+            self._pool.submit(self._drain, budget) for _ in range(self._settings.outbox.concurrency)
+        ]
+        return [result for future in futures for result in future.result()]
 
     def close(self) -> None:
         """Finish the API calls in flight, then stop the pool."""
@@ -183,15 +151,13 @@ class Outbox:
         with self._unsaved_lock:
             return len(self._unsaved)
 
-    def _drain(self, run: _Run) -> list[SendResult]:
+    def _drain(self, budget: _Budget) -> list[SendResult]:
         """One sender thread: claim a row, send it, record the result; until nothing is due."""
         results: list[SendResult] = []
-        while run.take():
+        while budget.take():
             row = self._claim()
             if row is None:
-                run.found_nothing()
                 break
-            run.start_sender(self._pool, self._drain)  # more may be due: another sender looks
             results.append(self._send(row))
             self._progress()
         return results
