@@ -168,9 +168,8 @@ def _status(sid: str, status: str) -> Response:
             row = session.execute(select(Notification).where(Notification.provider_sid == sid)).scalar_one_or_none()
             if row is None:
                 return False
-            change = apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
-        if change is not None and change.bring_forward is not None:
-            context.wake()  # the next step came forward; a plain receipt makes nothing due
+            apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
+        context.wake()
         return True
 
     # Almost always the SID is committed already: look for the row in the writing transaction
