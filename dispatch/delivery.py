@@ -80,12 +80,12 @@ def apply_status(
     permanent: bool,
     error_code: int | None = None,
     error: str | None = None,
-) -> StatusChange | None:
-    """Record one delivery report on ``row`` in the caller's transaction; what it changed, None if nothing."""
+) -> bool:
+    """Record one delivery report on ``row`` in the caller's transaction; False if it changed nothing."""
     # Named by how it went: an "sms" step a responder got on WhatsApp reads "chat_read".
     change = map_status(routing.medium(row.provider, row.channel), row.state, status, permanent=permanent)
     if change is None:
-        return None
+        return False
     row.state, row.updated_at = change.state, now
     if error_code is not None:
         row.error_code = error_code
@@ -105,4 +105,4 @@ def apply_status(
     )
     if change.bring_forward is not None and row.assignment_id is not None and row.step_id is not None:
         bring_forward(session, row.assignment_id, now, change.bring_forward, step_id=row.step_id)
-    return change
+    return True
