@@ -49,7 +49,7 @@ from dispatch.escalation import bring_forward
 from dispatch.metrics import Metrics
 from dispatch.models import Assignment, EscalationStep, Notification
 from dispatch.provider_health import ProviderHealth
-from foundation.clock import utcnow
+from foundation.clock import as_utc, utcnow
 from foundation.db import reading, transaction
 from foundation.logsafe import mask_phone
 from foundation.settings import Settings
@@ -126,6 +126,11 @@ class Outbox:
         """
         self.save_unsaved()
         self.hang_up_unneeded()
+        due = self.next_due_at()
+        if due is None or as_utc(due) > self._clock():
+            # One read instead of a claim (a write and a commit) from each sender thread: most
+            # passes below capacity are woken by commits that wrote nothing for the outbox.
+            return []
         budget = _Budget(limit)
         futures: list[Future[list[SendResult]]] = [
             self._pool.submit(self._drain, budget) for _ in range(self._settings.outbox.concurrency)

@@ -212,7 +212,9 @@ class DispatchService:
         threading.Thread(target=self.watchdog.run, args=(self._stopping, every_s), name="watchdog", daemon=True).start()
         # APScheduler is only a clock: every due step and message is a row in our own tables,
         # and no APScheduler job store is shared between processes.
-        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}, logger=_scheduler_log()
+        )
         # Steps and sending are separate jobs so a burst of steps never starves the sending of
         # the pages they wrote (each job still runs one instance at a time).
         for job_id, job in (("steps", self.run_steps), ("outbox", self.send_notifications)):
@@ -342,22 +344,57 @@ class DispatchService:
 
     def run_steps(self) -> None:
         """Steps job: execute due escalation steps, then wake the sender for what they wrote."""
-        with self._job("steps"):
-            try:
-                # The sender starts on each batch's pages as soon as that batch commits.
-                self.escalation.run_due_steps(committed=lambda: self._wake_at("outbox", utcnow()))
-            except Exception:
-                log.exception("escalation steps failed; retrying at the next tick")
-        self._wake_at("steps", self._next_due(self.escalation.next_due_at))
+
+        def once() -> bool:
+            # The sender starts on each batch's pages as soon as that batch commits.
+            return bool(self.escalation.run_due_steps(committed=lambda: self._wake_at("outbox", utcnow())))
+
+        self._run_job("steps", once, self.escalation.next_due_at, "escalation steps failed; retrying at the next tick")
 
     def send_notifications(self) -> None:
         """Outbox job: send due SMS and calls."""
-        with self._job("outbox"):
-            try:
-                self.outbox.send_due()
-            except Exception:
-                log.exception("sending failed; retrying at the next tick")
-        self._wake_at("outbox", self._next_due(self.outbox.next_due_at))
+
+        def once() -> bool:
+            return bool(self.outbox.send_due())
+
+        self._run_job("outbox", once, self.outbox.next_due_at, "sending failed; retrying at the next tick")
+
+    def _run_job(
+        self, job_id: str, once: Callable[[], bool], next_due: Callable[[], datetime | None], failed: str
+    ) -> None:
+        """Run ``once`` again while it is asked to (a wake came) or its pass did work and more is due.
+
+        The job reruns itself rather than asking the scheduler: APScheduler counts this run
+        until the function has returned, so a run requested from inside it would be skipped
+        (with a warning) and the work would wait for the next interval tick, up to ``tick_s``.
+        A pass that did nothing is not repeated at once (a step whose incident is busy, say,
+        stays due): the interval tick runs it again, so a stuck row never spins the job.
+        """
+        with self._jobs_lock:
+            self._running.add(job_id)
+        due: datetime | None = None
+        try:
+            while not self._stopping.is_set():
+                self.watchdog.beat(job_id)
+                try:
+                    progressed = once()
+                except Exception:
+                    log.exception(failed)
+                    progressed = False
+                self.watchdog.beat(job_id)
+                due = self._next_due(next_due)
+                more_due = progressed and due is not None and as_utc(due) <= utcnow()
+                with self._jobs_lock:
+                    again = job_id in self._rerun or more_due
+                    self._rerun.discard(job_id)
+                    if not again:  # in the lock: a wake from now on goes to the scheduler
+                        self._running.discard(job_id)
+                        break
+        finally:
+            with self._jobs_lock:
+                self._running.discard(job_id)
+        if due is not None and as_utc(due) > utcnow():
+            self._wake_at(job_id, due)  # a time in the future: this run has returned by then
 
     @contextmanager
     def _job(self, job_id: str) -> Iterator[None]:
@@ -593,3 +630,30 @@ def _free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+# The jobs that rerun themselves while work is due (DispatchService._run_job): the interval tick
+# that finds one running is expected, and under load came every second as a WARNING.
+_SELF_RERUNNING_JOBS = frozenset({"steps", "outbox"})
+_SKIPPED_RUNNING = 'Execution of job "%s" skipped: maximum number of running instances'
+
+
+class _ExpectedSkips(logging.Filter):
+    """Drops APScheduler's "skipped: maximum number of running instances" for the self-rerunning jobs.
+
+    A job that is stuck, rather than busy, is the watchdog's to report (/healthz 503).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(_SKIPPED_RUNNING) or not isinstance(record.args, tuple):
+            return True
+        job = record.args[0] if record.args else None
+        return getattr(job, "id", None) not in _SELF_RERUNNING_JOBS
+
+
+def _scheduler_log() -> logging.Logger:
+    """APScheduler's own logger, one level down, with the expected skips filtered out."""
+    logger = logging.getLogger("apscheduler.scheduler.dispatch")
+    if not any(isinstance(f, _ExpectedSkips) for f in logger.filters):
+        logger.addFilter(_ExpectedSkips())
+    return logger
