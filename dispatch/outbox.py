@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, null, or_, select, type_coerce, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -87,6 +87,25 @@ class _Budget:
                 return False
             self._left -= 1
             return True
+
+
+# The recipient's channel preferences (the roster's ``channels``), read with the row that needs
+# them: only a text page chooses among providers by them (routing.candidates).
+_PREFERENCES = type_coerce(
+    case(
+        (Notification.channel.not_in(sorted(routing.TEXT_CHANNELS)), null()),
+        (
+            Notification.recipient_kind == "unit",
+            select(Unit.channels).where(Unit.id == Notification.recipient_id).scalar_subquery(),
+        ),
+        (
+            Notification.recipient_kind == "supervisor",
+            select(Supervisor.channels).where(Supervisor.id == Notification.recipient_id).scalar_subquery(),
+        ),
+        else_=null(),
+    ),
+    Unit.channels.type,
+).label("preferences")
 
 
 class Outbox:
@@ -179,8 +198,9 @@ class Outbox:
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
-            # RETURNING the whole row: the claim is one statement, not an UPDATE and two SELECTs.
-            row = session.scalars(
+            # RETURNING the whole row and the recipient's channel preferences: the claim is one
+            # statement, not an UPDATE and three SELECTs.
+            claimed = session.execute(
                 update(Notification)
                 .where(Notification.id == due.scalar_subquery(), Notification.state == "pending")
                 .values(
@@ -190,14 +210,15 @@ class Outbox:
                     attempts=Notification.attempts + 1,
                     updated_at=now,
                 )
-                .returning(Notification)
+                .returning(Notification, _PREFERENCES)
                 .execution_options(synchronize_session=False)
             ).one_or_none()
-            if row is None:
+            if claimed is None:
                 return None
+            row, preferences = claimed
             if row.provider is None:
                 # Chosen once, with the claim, so a request in doubt is looked up where it went.
-                options = self._routes(session, row)
+                options = self._candidates(row, preferences or [])
                 row.provider = options[0] if options else None
             session.flush()
             session.expunge(row)
@@ -205,12 +226,10 @@ class Outbox:
 
     def _routes(self, session: Session, row: Notification) -> list[str]:
         """The providers able to carry this row to its recipient, best first (dispatch/routing.py)."""
-        preferences: list[str] = []
-        if row.recipient_kind == "unit":
-            preferences = list(session.execute(select(Unit.channels).where(Unit.id == row.recipient_id)).scalar() or [])
-        elif row.recipient_kind == "supervisor":
-            query = select(Supervisor.channels).where(Supervisor.id == row.recipient_id)
-            preferences = list(session.execute(query).scalar() or [])
+        preferences = session.execute(select(_PREFERENCES).where(Notification.id == row.id)).scalar_one_or_none()
+        return self._candidates(row, preferences or [])
+
+    def _candidates(self, row: Notification, preferences: list[str]) -> list[str]:
         return routing.candidates(
             row.channel,
             row.to_number,
