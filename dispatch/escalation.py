@@ -249,7 +249,6 @@ class EscalationEngine:
         if step.round > assignment.round:
             self._start_round(session, assignment, step, now)
         device = session.get(Device, incident.device_id) if incident.device_id else None
-        self._name_the_pin(incident)
         context = alerts.AlertContext(
             incident=incident,
             assignment=assignment,
@@ -268,6 +267,13 @@ class EscalationEngine:
             if paged is not None:
                 unit, distance_m = paged
                 first_dispatch = assignment.dispatched_at is None
+                # Every change to the incident and the assignment before the first query that
+                # follows: each row is then one UPDATE (autoflush), not one per change.
+                if first_dispatch:
+                    assignment.dispatched_at = now
+                    if incident.state == "received":
+                        incident.state = "dispatched"
+                self._name_the_pin(incident)
                 recipient = alerts.Recipient("unit", unit.id, unit.phone, unit.language, unit.name)
                 for channel in spec.channels:
                     key = f"step:{step.id}:unit:{unit.id}:{channel}"
@@ -284,17 +290,18 @@ class EscalationEngine:
                         written += 1
                 result.update(unit_id=unit.id, distance_m=round(distance_m, 1) if distance_m is not None else None)
                 if first_dispatch:
-                    assignment.dispatched_at = now
                     publications.extend(self._on_dispatched(session, incident, device, unit, distance_m, now))
                 elif incident.state == "unanswered":
                     # Paging again after exhaustion (a moved pin restarts it): no longer unanswered.
                     publications.extend(status.refresh_incident(session, self._settings, incident, now))
             else:
+                self._name_the_pin(incident)
                 result["shortfall"] = assignment.explanation.get("shortfall")
                 written += self._page_supervisors_once(
                     session, context, step, spec.channels, now, result, reason=result["shortfall"] or "no unit"
                 )
         else:
+            self._name_the_pin(incident)
             written += self._page_supervisors_once(session, context, step, spec.channels, now, result, reason=NO_ANSWER)
 
         step.state = "done"
@@ -369,6 +376,8 @@ class EscalationEngine:
                 skipped=answer.skipped,
             )
             return None
+        # Loaded before the assignment changes, so they wait for the caller's own (one UPDATE).
+        unit = session.get_one(Unit, answer.unit_id)
         assignment.unit_id = answer.unit_id
         assignment.explanation = {
             "unit_id": answer.unit_id,
@@ -388,7 +397,7 @@ class EscalationEngine:
             at=now,
             **assignment.explanation,  # includes unit_id, which fills the event's unit column
         )
-        return session.get_one(Unit, answer.unit_id), answer.distance_m
+        return unit, answer.distance_m
 
     def _distance(self, unit: Unit, incident: Incident, now: datetime) -> float | None:
         """Geodesic distance for a unit chosen by hand (its fresh fix, else its station)."""
@@ -499,8 +508,6 @@ class EscalationEngine:
         distance_m: float | None,
         now: datetime,
     ) -> list[tuple[str, bytes]]:
-        if incident.state == "received":
-            incident.state = "dispatched"
         if device is not None and self._settings.escalation.resident_sms:
             alerts.write_resident_update(
                 session,
