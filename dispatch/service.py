@@ -98,6 +98,8 @@ class DispatchService:
     sms_gateway_sandbox: GatewayStore | None = field(init=False, default=None)  # the demo's stand-in
     twilio_auth_token: str = field(init=False, default="")  # validates webhook signatures
     _stopping: threading.Event = field(init=False, default_factory=threading.Event)
+    # Set first in stop(): a job that reruns itself ends after its pass, though work keeps coming.
+    _jobs_stopping: threading.Event = field(init=False, default_factory=threading.Event)
     web_port: int = field(init=False, default=0)
     web_server: Any = field(init=False, default=None)
     _web_thread: threading.Thread | None = field(init=False, default=None)
@@ -374,7 +376,7 @@ class DispatchService:
             self._running.add(job_id)
         due: datetime | None = None
         try:
-            while not self._stopping.is_set():
+            while not self._jobs_stopping.is_set():
                 self.watchdog.beat(job_id)
                 try:
                     progressed = once()
@@ -513,6 +515,7 @@ class DispatchService:
         """
         # Jobs first, while the broker connection and the web server (Twilio's callbacks, the
         # sandbox) are still up for the work they finish; then stop taking new messages.
+        self._jobs_stopping.set()  # the pass under way finishes; what is still due waits in the database
         if hasattr(self, "scheduler") and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if hasattr(self, "outbox"):

@@ -114,3 +114,20 @@ def test_a_sender_pass_with_nothing_due_only_reads(start_service: Start) -> None
     finally:
         event.remove(service.engine, "before_cursor_execute", seen)
     assert "UPDATE NOTIFICATIONS" not in statements  # a claim is an UPDATE ... RETURNING
+
+
+def test_stopping_ends_a_job_that_keeps_being_woken_after_its_pass(start_service: Start) -> None:
+    # Presses keep arriving while the service stops (the broker connection goes last), and each
+    # wakes the jobs: a graceful stop must not wait for the traffic to end.
+    service = start_service()
+    passes: list[int] = []
+
+    def once() -> bool:
+        passes.append(1)
+        if len(passes) == 2:
+            service._jobs_stopping.set()  # what stop() does first
+        service._wake_at("probe", utcnow())  # more work, every pass
+        return True
+
+    service._run_job("probe", once, lambda: None, "probe failed")
+    assert passes == [1, 1]
