@@ -264,6 +264,8 @@ class EscalationEngine:
             if spec.action == "next_unit" and (timed_out := _time_out(session, assignment, step, step.round, now)):
                 assignment.excluded = {timed_out: NO_ANSWER, **assignment.excluded}  # for the rest of this round
             paged = self._current_or_next_unit(session, assignment, incident, now)
+            # After the pick's queries: the name goes out with the incident's other changes, one UPDATE.
+            self._name_the_pin(incident)
             if paged is not None:
                 unit, distance_m = paged
                 first_dispatch = assignment.dispatched_at is None
@@ -273,7 +275,6 @@ class EscalationEngine:
                     assignment.dispatched_at = now
                     if incident.state == "received":
                         incident.state = "dispatched"
-                self._name_the_pin(incident)
                 recipient = alerts.Recipient("unit", unit.id, unit.phone, unit.language, unit.name)
                 for channel in spec.channels:
                     key = f"step:{step.id}:unit:{unit.id}:{channel}"
@@ -295,7 +296,6 @@ class EscalationEngine:
                     # Paging again after exhaustion (a moved pin restarts it): no longer unanswered.
                     publications.extend(status.refresh_incident(session, self._settings, incident, now))
             else:
-                self._name_the_pin(incident)
                 result["shortfall"] = assignment.explanation.get("shortfall")
                 written += self._page_supervisors_once(
                     session, context, step, spec.channels, now, result, reason=result["shortfall"] or "no unit"

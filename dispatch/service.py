@@ -400,20 +400,12 @@ class DispatchService:
 
     @contextmanager
     def _job(self, job_id: str) -> Iterator[None]:
-        """Mark a job running (and beat the watchdog) for its duration."""
-        with self._jobs_lock:
-            self._running.add(job_id)
+        """Beat the watchdog when a job that does not rerun itself (the auditor) starts and ends."""
         self.watchdog.beat(job_id)
         try:
             yield
         finally:
             self.watchdog.beat(job_id)
-            with self._jobs_lock:
-                self._running.discard(job_id)
-                again = job_id in self._rerun
-                self._rerun.discard(job_id)
-            if again:
-                self._wake_at(job_id, utcnow())
 
     def _next_due(self, read: Callable[[], datetime | None]) -> datetime | None:
         try:
