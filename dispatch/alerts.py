@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from geopy.distance import geodesic
-from sqlalchemy import exists, func, literal, select, union_all
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ScalarSelect, delete, exists, func, literal, select, true, union_all
 from sqlalchemy.orm import Session
 
 from devices.models import Device
 from dispatch import links
 from dispatch.models import AlertCode, Assignment, Incident, Notification
+from foundation.clock import utcnow
 from foundation.db import insert_for
 from responders import messages
 from responders.models import Unit
@@ -84,26 +84,37 @@ def what_happened(incident: Incident, device: Device | None) -> dict[str, str | 
 def alert_code(session: Session, phone: str, assignment: Assignment) -> int:
     """The recipient's short code for this assignment: reused if given before, else the smallest free.
 
-    The smallest free code is found by the database (one query on the (phone, code) index), not
-    by reading every code the phone holds (hundreds after a burst). Two workers choosing for one
-    phone at once may pick the same code: the loser's insert fails on the unique constraint
-    inside a savepoint and it picks again, instead of rolling its whole step back.
+    Usually one statement: ``INSERT … SELECT <smallest free code> … ON CONFLICT DO NOTHING
+    RETURNING code``. The smallest free code is found by the database (on the (phone, code)
+    index), not by reading every code the phone holds (hundreds after a burst). Nothing returned
+    means a unique constraint said no: this assignment holds a code for the phone already (a
+    later round: read it), or another worker took this code a moment ago (pick again). The
+    conflict clause absorbs that without a savepoint and without rolling the step back.
     """
+    columns = AlertCode.__table__.c
     for _ in range(_CODE_ATTEMPTS):
+        given = session.execute(
+            insert_for(session, AlertCode)
+            .from_select(
+                ["phone", "code", "assignment_id", "incident_id", "created_at"],
+                select(
+                    literal(phone, columns.phone.type),
+                    _smallest_free_code(phone),
+                    literal(assignment.id, columns.assignment_id.type),
+                    literal(assignment.incident_id, columns.incident_id.type),
+                    literal(utcnow(), columns.created_at.type),
+                ).where(true()),  # SQLite parses INSERT … SELECT … ON CONFLICT only with a WHERE
+            )
+            .on_conflict_do_nothing()
+            .returning(AlertCode.code)
+        ).scalar_one_or_none()
+        if given is not None:
+            return int(given)
         existing = session.execute(
             select(AlertCode.code).where(AlertCode.phone == phone, AlertCode.assignment_id == assignment.id)
         ).scalar_one_or_none()
         if existing is not None:
             return existing
-        code = _smallest_free_code(session, phone)
-        try:
-            with session.begin_nested():
-                session.add(
-                    AlertCode(phone=phone, code=code, assignment_id=assignment.id, incident_id=assignment.incident_id)
-                )
-        except IntegrityError:
-            continue  # another worker took this code (or gave this assignment one) just now
-        return code
     raise RuntimeError(f"no free alert code after {_CODE_ATTEMPTS} attempts")
 
 
@@ -111,7 +122,7 @@ def alert_code(session: Session, phone: str, assignment: Assignment) -> int:
 _CODE_ATTEMPTS = 8
 
 
-def _smallest_free_code(session: Session, phone: str) -> int:
+def _smallest_free_code(phone: str) -> ScalarSelect[Any]:
     # 86 is never a code: "SIAP 86" is police slang for "understood" (responders.replies), so it
     # counts as taken; so does 0, which is never a code, so that a free 1 is a gap like any other.
     taken = union_all(
@@ -120,14 +131,14 @@ def _smallest_free_code(session: Session, phone: str) -> int:
         select(literal(int(SLANG_UNDERSTOOD)).label("code")),
     ).cte("taken")
     after, next_one = taken.alias("after"), taken.alias("next_one")
-    gap = select(func.min(after.c.code + 1)).where(~exists().where(next_one.c.code == after.c.code + 1))
-    return int(session.execute(gap).scalar_one())
+    return (
+        select(func.min(after.c.code + 1)).where(~exists().where(next_one.c.code == after.c.code + 1)).scalar_subquery()
+    )
 
 
 def release_codes(session: Session, assignment_id: int) -> None:
     """Free the codes of a closed assignment so they can name the next alert."""
-    for code in session.execute(select(AlertCode).where(AlertCode.assignment_id == assignment_id)).scalars():
-        session.delete(code)
+    session.execute(delete(AlertCode).where(AlertCode.assignment_id == assignment_id))
 
 
 def insert_notification(session: Session, **values: Any) -> Notification | None:
