@@ -2,7 +2,7 @@
 
 Each provider's webhook turns its own report into a status word (Twilio's ``MessageStatus``
 and ``CallStatus``, the SMS gateway's ``sms:delivered`` ...) and whether a failure is
-permanent; :func:`map_status` (pure) decides what that means and :func:`apply_status`
+permanent; :func:`map_status` (pure) decides what that means and :func:`apply_report`
 records it. Reports may arrive out of order: a state only ever moves to a higher rank.
 ``read`` (a chat message was opened) is a receipt on the timeline, never an acknowledgement.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from dispatch import routing, timeline
@@ -50,6 +52,15 @@ class StatusChange:
     bring_forward: str | None  # why the next step comes forward now, if the page will reach nobody
 
 
+@dataclass(frozen=True)
+class Reported:
+    """What one delivery report did to the row it names."""
+
+    state: str | None  # the row's state now; None: no row has that provider id (yet)
+    change: StatusChange | None = None  # None: a late or repeated report, nothing changed
+    steps_moved: int = 0  # > 0: a step is due now, wake the engine
+
+
 def map_status(medium: str, current: str, status: str, *, permanent: bool) -> StatusChange | None:
     """What a report of ``status`` does to a row sent as ``medium`` (sms, chat, voice) now in ``current``.
 
@@ -70,9 +81,9 @@ def map_status(medium: str, current: str, status: str, *, permanent: bool) -> St
     return StatusChange(current, status, f"{medium}_{status.replace('-', '_')}", reason)
 
 
-def apply_status(
+def apply_report(
     session: Session,
-    row: Notification,
+    match: ColumnElement[bool],
     status: str,
     now: datetime,
     *,
@@ -80,29 +91,63 @@ def apply_status(
     permanent: bool,
     error_code: int | None = None,
     error: str | None = None,
-) -> bool:
-    """Record one delivery report on ``row`` in the caller's transaction; False if it changed nothing."""
+) -> Reported:
+    """Record one delivery report on the row ``match`` names, in the caller's transaction.
+
+    One guarded ``UPDATE … RETURNING``: the row moves only from a state of lower rank (the
+    guard is re-checked on the row's newest version when two reports race on PostgreSQL), and
+    ``reported_from = state`` keeps the state it left, computed from the old row as every SET
+    expression is. Reports come twice per text and were a SELECT of the whole row and an ORM
+    flush each; the row is read again only when the report changed nothing.
+
+    Most reports (sent, delivered, a call answered) change no timer: only one that brought a
+    step forward needs the engine woken (``steps_moved``).
+    """
+    rank = RANK.get(status, -1)
+    changed = None
+    if rank > 0:  # a report of rank 0 or unknown moves no row (map_status)
+        values: dict[str, Any] = {"reported_from": Notification.state, "state": status, "updated_at": now}
+        if error_code is not None:
+            values["error_code"] = error_code
+        if error:
+            values["last_error"] = error[:500]
+        changed = session.execute(
+            update(Notification)
+            .where(match, Notification.state.not_in([state for state, r in RANK.items() if r >= rank]))
+            .values(values)
+            .returning(
+                Notification.id,
+                Notification.incident_id,
+                Notification.assignment_id,
+                Notification.step_id,
+                Notification.recipient_id,
+                Notification.provider,
+                Notification.channel,
+                Notification.error_code,
+                Notification.reported_from,
+            )
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+    if changed is None:
+        return Reported(session.execute(select(Notification.state).where(match)).scalar_one_or_none())
     # Named by how it went: an "sms" step a responder got on WhatsApp reads "chat_read".
-    change = map_status(routing.medium(row.provider, row.channel), row.state, status, permanent=permanent)
-    if change is None:
-        return False
-    row.state, row.updated_at = change.state, now
-    if error_code is not None:
-        row.error_code = error_code
-    if error:
-        row.last_error = error[:500]
+    change = map_status(
+        routing.medium(changed.provider, changed.channel), changed.reported_from, status, permanent=permanent
+    )
+    assert change is not None, "the guard admits only a report of higher rank"
     timeline.record(
         session,
         change.event,
         actor=actor,
-        incident_id=row.incident_id,
+        incident_id=changed.incident_id,
         at=now,
-        notification_id=row.id,
-        recipient=row.recipient_id,
+        notification_id=changed.id,
+        recipient=changed.recipient_id,
         previous=change.previous,
-        error_code=row.error_code,
+        error_code=changed.error_code,
         error=error[:500] if error else None,
     )
-    if change.bring_forward is not None and row.assignment_id is not None and row.step_id is not None:
-        bring_forward(session, row.assignment_id, now, change.bring_forward, step_id=row.step_id)
-    return True
+    moved = 0
+    if change.bring_forward is not None and changed.assignment_id is not None and changed.step_id is not None:
+        moved = bring_forward(session, changed.assignment_id, now, change.bring_forward, step_id=changed.step_id)
+    return Reported(status, change, moved)

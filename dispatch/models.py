@@ -226,6 +226,9 @@ class Notification(Base):
     # "4": link}); None for texts that cannot open a WhatsApp conversation (dispatch/routing.py).
     chat_variables: Mapped[dict[str, str] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default="pending")
+    # The state the last delivery report moved this row from ("sent" for a "delivered"): set by
+    # the report's own guarded UPDATE, so that one statement records a report (dispatch/delivery.py).
+    reported_from: Mapped[str | None] = mapped_column(String(16))
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     attempts: Mapped[int] = mapped_column(default=0)
     # The last attempt failed after the request may have reached Twilio (a read timeout):

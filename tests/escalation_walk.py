@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
 from devices.models import Device
@@ -85,23 +87,9 @@ def walk(database_url: str, data_dir: Path, *, seconds: int = 420, **escalation:
     escalation_engine = EscalationEngine(
         sessions, settings, lambda topic, payload: published.append((topic, payload)), lambda: BASE, clock=clock
     )
-    client = _webhooks(settings, engine, sessions, clock, escalation_engine).test_client()
+    client = webhooks(settings, engine, sessions, clock, escalation_engine).test_client()
     with transaction(sessions) as session:
-        device = session.get_one(Device, "BTN-0001")
-        incident = Incident(
-            source="press",
-            device_id=device.id,
-            press_id="walk-1",
-            service=device.service,
-            services=[device.service],
-            lat=device.lat,
-            lon=device.lon,
-            location_source="device_registered",
-            state="received",
-            opened_at=PRESSED_AT,
-        )
-        session.add(incident)
-        session.flush()
+        incident = pressed(session, "walk-1", PRESSED_AT)
         escalation_engine.start(session, incident, PRESSED_AT)
         incident_id = incident.id
 
@@ -128,7 +116,35 @@ def walk(database_url: str, data_dir: Path, *, seconds: int = 420, **escalation:
     return Walk(rows, state, device_states)
 
 
-def _webhooks(settings: Settings, engine: Any, sessions: Any, clock: Clock, escalation: EscalationEngine) -> Any:
+def pressed(session: Session, press_id: str, at: datetime) -> Incident:
+    """The incident of a press of BTN-0001 at its registered place, as intake opens it."""
+    device = session.get_one(Device, "BTN-0001")
+    incident = Incident(
+        source="press",
+        device_id=device.id,
+        press_id=press_id,
+        service=device.service,
+        services=[device.service],
+        lat=device.lat,
+        lon=device.lon,
+        location_source="device_registered",
+        state="received",
+        opened_at=at,
+    )
+    session.add(incident)
+    session.flush()
+    return incident
+
+
+def webhooks(
+    settings: Settings,
+    engine: Any,
+    sessions: Any,
+    clock: Callable[[], datetime],
+    escalation: EscalationEngine,
+    wake: Callable[[], None] = lambda: None,
+) -> Any:
+    """The service's web app on the real engine, signed with TOKEN, reachable as BASE."""
     geocoder = make_geocoder("gazetteer", gazetteer_path=str(settings.geocoding.gazetteer_path), nominatim_domain=None)
     context = WebContext(
         settings=settings,
@@ -141,7 +157,7 @@ def _webhooks(settings: Settings, engine: Any, sessions: Any, clock: Clock, esca
         signing_key=settings.signing_key(),
         clock=clock,
         publish=lambda topic, payload: None,
-        wake=lambda: None,
+        wake=wake,
         calls=CallDesk(settings, geocoder, escalation.start),
         stopping=threading.Event(),
     )

@@ -55,8 +55,9 @@ class WebContext:
         self.after_commit(publications)
         return state
 
-    def after_commit(self, publications: Sequence[tuple[str, bytes]]) -> None:
-        """Publish device statuses decided in a committed transaction, then wake the engine."""
+    def after_commit(self, publications: Sequence[tuple[str, bytes]], *, wake: bool = True) -> None:
+        """Publish device statuses decided in a committed transaction, then wake the engine if asked."""
         for topic, payload in publications:
             self.publish(topic, payload)
-        self.wake()
+        if wake:
+            self.wake()

@@ -17,12 +17,11 @@ import re
 from typing import Any
 
 from flask import Blueprint, abort, current_app, request
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from dispatch import routing, sms_replies
 from dispatch.alerts import insert_notification
-from dispatch.delivery import apply_status
+from dispatch.delivery import apply_report
 from dispatch.models import Notification, ProviderEvent
 from dispatch.web.context import WebContext
 from foundation.db import transaction
@@ -75,6 +74,7 @@ def events() -> tuple[dict[str, Any], int]:
     except (ValueError, KeyError, TypeError):
         return {"error": "not a gateway event"}, 400
     publications: list[tuple[str, bytes]] = []
+    wake = kind == "sms:received"  # a reply queues an answer; a delivery report only if it moved a step
     try:
         with transaction(context.sessions) as session:
             seen = ProviderEvent(provider=routing.GATEWAY, event_id=event_id[:128], kind=kind[:32], received_at=now)
@@ -83,7 +83,7 @@ def events() -> tuple[dict[str, Any], int]:
             if kind == "sms:received":
                 answer = _reply(session, context, payload, publications)
             elif kind in _STATES:
-                answer = _delivery(session, context, kind, payload)
+                answer, wake = _delivery(session, context, kind, payload)
             else:
                 answer = {"ignored": kind}
     except IntegrityError:
@@ -91,7 +91,7 @@ def events() -> tuple[dict[str, Any], int]:
         abort(403)
     except (KeyError, TypeError, ValueError):
         return {"error": "incomplete event payload"}, 400
-    context.after_commit(publications)  # device statuses once the acceptance is committed; wakes the outbox
+    context.after_commit(publications, wake=wake)  # device statuses once the acceptance is committed
     return answer, 200
 
 
@@ -151,18 +151,20 @@ def _reply(
     return {"result": outcome.reply_key}
 
 
-def _delivery(session: Any, context: WebContext, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    now = context.clock()
-    row = session.execute(
-        select(Notification).where(
-            Notification.provider == routing.GATEWAY, Notification.provider_sid == _message_id(payload)
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        return {"unknown": True}
+def _delivery(session: Any, context: WebContext, kind: str, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Apply one delivery report; the answer, and whether it brought a step forward (wake the engine)."""
     status = _STATES[kind]
     # The phone could not send it: for good (a retry would not find a better SIM or signal in time).
     error = str(payload.get("reason") or "") if status == "failed" else None
-    if not apply_status(session, row, status, now, actor="sms_gateway", permanent=True, error=error):
-        return {"state": row.state}  # late or repeated: never move backwards
-    return {"state": status}
+    reported = apply_report(
+        session,
+        (Notification.provider == routing.GATEWAY) & (Notification.provider_sid == _message_id(payload)),
+        status,
+        context.clock(),
+        actor="sms_gateway",
+        permanent=True,
+        error=error,
+    )
+    if reported.state is None:
+        return {"unknown": True}, False
+    return {"state": reported.state}, reported.steps_moved > 0  # a late or repeated report: the state stands

@@ -20,7 +20,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from dispatch import acknowledge, sms_replies
-from dispatch.delivery import RANK, apply_status
+from dispatch.delivery import RANK, apply_report
 from dispatch.models import InboundSms, KeypadAnswer, Notification
 from dispatch.web.context import WebContext
 from foundation.db import reading, transaction
@@ -165,12 +165,18 @@ def _status(sid: str, status: str) -> Response:
 
     def apply() -> bool:
         with transaction(context.sessions) as session:
-            row = session.execute(select(Notification).where(Notification.provider_sid == sid)).scalar_one_or_none()
-            if row is None:
-                return False
-            apply_status(session, row, status, now, actor="twilio", permanent=permanent, error_code=error_code)
-        context.wake()
-        return True
+            reported = apply_report(
+                session,
+                Notification.provider_sid == sid,
+                status,
+                now,
+                actor="twilio",
+                permanent=permanent,
+                error_code=error_code,
+            )
+        if reported.steps_moved:
+            context.wake()  # a step is due now; every other report leaves the timers as they are
+        return reported.state is not None
 
     # Almost always the SID is committed already: look for the row in the writing transaction
     # itself, and wait (reading only) in the rare case the callback overtook our sender.
