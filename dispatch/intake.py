@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from devices.models import Device
@@ -42,7 +43,14 @@ def accept_press(
     session: Session, device_id: str, press: PressPayload, *, now: datetime, inbound: InboundMessage
 ) -> Outcome:
     """Open the incident for this press, or recognise a redelivery of one already opened."""
-    device = session.get(Device, device_id)
+    # The button is seen now: marked so and loaded by one UPDATE … RETURNING, not a SELECT and an UPDATE.
+    seen: dict[str, Any] = {"last_seen_at": now}
+    if press.battery is not None:
+        seen["battery"] = press.battery
+    device = session.scalars(
+        update(Device).where(Device.id == device_id).values(seen).returning(Device),
+        execution_options={"populate_existing": True},
+    ).one_or_none()
     registered = device is not None and device.active
     service = press.service or (device.service if device else None)
     lat: float | None = None
@@ -76,11 +84,6 @@ def accept_press(
         .on_conflict_do_nothing(index_elements=["device_id", "press_id"])
         .returning(Incident)
     ).one_or_none()
-
-    if device is not None:
-        device.last_seen_at = now
-        if press.battery is not None:
-            device.battery = press.battery
 
     actor = f"device:{device_id}"
     if incident is None:

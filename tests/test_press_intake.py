@@ -60,7 +60,9 @@ def test_a_press_opens_an_incident_and_the_device_hears_received(
     assert incident.opened_at > incident.source_ts  # server time is kept apart from the device's clock
     assert events(sessions, incident.id) == ["press_received"]
     with sessions() as session:
-        assert session.get_one(Device, "BTN-0001").battery == 77
+        device = session.get_one(Device, "BTN-0001")
+        assert device.battery == 77
+        assert device.last_seen_at == incident.opened_at  # seen when its press was taken
 
 
 def test_the_same_press_delivered_three_times_makes_one_incident(
