@@ -81,6 +81,10 @@ def map_status(medium: str, current: str, status: str, *, permanent: bool) -> St
     return StatusChange(current, status, f"{medium}_{status.replace('-', '_')}", reason)
 
 
+# A report racing its sender's commit needs a second UPDATE; more would mean something else is wrong.
+_ATTEMPTS = 3
+
+
 def apply_report(
     session: Session,
     match: ColumnElement[bool],
@@ -104,32 +108,42 @@ def apply_report(
     step forward needs the engine woken (``steps_moved``).
     """
     rank = RANK.get(status, -1)
-    changed = None
-    if rank > 0:  # a report of rank 0 or unknown moves no row (map_status)
-        values: dict[str, Any] = {"reported_from": Notification.state, "state": status, "updated_at": now}
-        if error_code is not None:
-            values["error_code"] = error_code
-        if error:
-            values["last_error"] = error[:500]
-        changed = session.execute(
-            update(Notification)
-            .where(match, Notification.state.not_in([state for state, r in RANK.items() if r >= rank]))
-            .values(values)
-            .returning(
-                Notification.id,
-                Notification.incident_id,
-                Notification.assignment_id,
-                Notification.step_id,
-                Notification.recipient_id,
-                Notification.provider,
-                Notification.channel,
-                Notification.error_code,
-                Notification.reported_from,
-            )
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
-    if changed is None:
+    if rank <= 0:  # a report of rank 0 or unknown moves no row (map_status)
         return Reported(session.execute(select(Notification.state).where(match)).scalar_one_or_none())
+    values: dict[str, Any] = {"reported_from": Notification.state, "state": status, "updated_at": now}
+    if error_code is not None:
+        values["error_code"] = error_code
+    if error:
+        values["last_error"] = error[:500]
+    guarded = (
+        update(Notification)
+        .where(match, Notification.state.not_in([state for state, r in RANK.items() if r >= rank]))
+        .values(values)
+        .returning(
+            Notification.id,
+            Notification.incident_id,
+            Notification.assignment_id,
+            Notification.step_id,
+            Notification.recipient_id,
+            Notification.provider,
+            Notification.channel,
+            Notification.error_code,
+            Notification.reported_from,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    for _ in range(_ATTEMPTS):
+        changed = session.execute(guarded).one_or_none()
+        if changed is not None:
+            break
+        current = session.execute(select(Notification.state).where(match)).scalar_one_or_none()
+        if current is None or RANK.get(current, 0) >= rank:
+            return Reported(current)  # no such row (yet), or a late or repeated report
+        # The row matched only after the UPDATE began: its sender committed the provider id
+        # between the two statements (a report can overtake the sender's commit). Try again:
+        # the next statement sees it.
+    else:
+        return Reported(current)
     # Named by how it went: an "sms" step a responder got on WhatsApp reads "chat_read".
     change = map_status(
         routing.medium(changed.provider, changed.channel), changed.reported_from, status, permanent=permanent

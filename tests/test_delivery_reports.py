@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 
@@ -183,3 +183,32 @@ def test_two_reports_racing_for_one_row_end_in_the_higher_state_on_postgresql(de
     assert (late.state, late.change) == ("delivered", None)
     assert (desk.row("sms").state, desk.row("sms").reported_from) == ("delivered", "queued")
     assert desk.events("sms_sent") == []
+
+
+def test_a_report_that_overtakes_its_senders_commit_is_applied_not_dropped(desk: Desk, engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a commit between two statements of one transaction: SQLite's writer holds its lock")
+    sid = desk.sid("voice")
+    with transaction(desk.sessions) as session:  # as before the sender committed what Twilio answered
+        session.execute(update(Notification).where(Notification.provider_sid == sid).values(provider_sid=None))
+    sender_commits = threading.Event()
+
+    def sender(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # Right after the report's first UPDATE (which matched nothing): the sender commits the SID.
+        if statement.startswith("UPDATE notifications") and not sender_commits.is_set():
+            sender_commits.set()
+            with engine.connect() as other:
+                other.execute(update(Notification).where(Notification.channel == "voice").values(provider_sid=sid))
+                other.commit()
+
+    event.listen(engine, "after_cursor_execute", sender)
+    try:
+        with transaction(desk.sessions) as session:
+            reported = apply_report(
+                session, Notification.provider_sid == sid, "busy", NOW, actor="twilio", permanent=False
+            )
+    finally:
+        event.remove(engine, "after_cursor_execute", sender)
+    assert sender_commits.is_set()
+    assert (reported.state, reported.steps_moved) == ("busy", 1)
+    assert desk.row("voice").state == "busy"
