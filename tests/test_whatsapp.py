@@ -197,7 +197,9 @@ def test_a_template_whose_answer_was_lost_is_found_by_its_link_and_never_sent_tw
     prefer(sessions, "POL-01", ["whatsapp"])
     service = start(start_service, twilio={"timeout_s": 1, "retry_backoff_s": 0.1})
     store = sandbox(service)
-    store.outage("slow", 1.5, hang_s=2, resource="WhatsApp")  # created, answered after the client gave up
+    # created, answered after the client gave up; the window is long enough that a loaded machine
+    # still pages inside it (with 1.5 s, a slow CI run sent the first template after it closed)
+    store.outage("slow", 4, hang_s=2, resource="WhatsApp")
     press(service, "wa-lookup-1")
 
     row = eventually(
