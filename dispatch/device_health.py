@@ -37,8 +37,11 @@ def check_devices(session: Session, now: datetime, policy: HealthPolicy) -> list
     """Raise or clear alerts in the caller's transaction; returns the alert kinds raised."""
     raised: list[str] = []
     # Row locks make concurrent checks (several workers) and heartbeats take turns, so an alert is
-    # raised once per episode and never lands after the recovery that ended it.
-    devices = select(Device).where(Device.active.is_(True)).order_by(Device.id).with_for_update()
+    # raised once per episode and never lands after the recovery that ended it. A device locked by
+    # someone else is skipped, not waited for: its holder is intake hearing from it right now (so
+    # it is not silent; the next check sees its battery) or another check. Waiting would deadlock
+    # with an intake batch that locks several buttons in the order their messages came.
+    devices = select(Device).where(Device.active.is_(True)).order_by(Device.id).with_for_update(skip_locked=True)
     for device in session.execute(devices).scalars():
         silent = is_silent(device, now, policy)
         if silent and device.silent_alert_at is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.models import Device
@@ -74,3 +75,21 @@ def test_a_heartbeat_from_a_silent_device_records_its_recovery(
     with SimulatedDevice(broker_url, "BTN-0009", listen=False) as button:
         button.publish("heartbeat", {"battery": 80})
     eventually(lambda: device_events(sessions, "BTN-0009")[-1:] == ["device_recovered"])
+
+
+def test_a_check_skips_a_button_that_intake_holds_instead_of_deadlocking_with_it(
+    sessions: sessionmaker[Session], roster: None, engine: Engine
+) -> None:
+    # An intake batch locks buttons in the order their presses came (here BTN-0007, then
+    # BTN-0002), the check in id order. Were the check to wait, each would wait for the other.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: SQLite serialises every writer on its one write lock")
+    with sessions() as intake, intake.begin():
+        intake.execute(update(Device).where(Device.id == "BTN-0007").values(battery=90))
+        with sessions() as check, check.begin():
+            check.execute(text("SET LOCAL lock_timeout = '5s'"))  # a wait fails the test, not hangs it
+            raised = check_devices(check, utcnow() + timedelta(minutes=16), POLICY)
+        intake.execute(update(Device).where(Device.id == "BTN-0002").values(battery=90))
+    assert "BTN-0001:silent" in raised and "BTN-0002:silent" in raised
+    assert "BTN-0007:silent" not in raised  # heard from right now: not silent
+    assert run_check(sessions, 16) == ["BTN-0007:silent"]  # once intake let go, the next check sees it
