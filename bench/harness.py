@@ -470,29 +470,46 @@ def run_floor(url: str, rate: float, count: int, settle_s: float) -> list[float]
 
 
 class SqlCounter:
-    """SQL statements and commits on one engine, from its events; statements also by their shape."""
+    """SQL statements and commits on one engine, from its events; statements also by their shape,
+    with the wall time each shape spent in the database driver (to see which query grows)."""
 
     def __init__(self, engine: Engine) -> None:
         self._lock = threading.Lock()
         self.statements = 0
         self.commits = 0
         self.shapes: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self._started = threading.local()
         event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "after_cursor_execute", self._finished)
         event.listen(engine, "commit", self._commit)
 
     def _statement(self, _connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         shape = " ".join(statement.split())[:110]
+        self._started.at = (shape, time.perf_counter())
         with self._lock:
             self.statements += 1
             self.shapes[shape] += 1
 
+    def _finished(self, *_: Any) -> None:
+        started = getattr(self._started, "at", None)
+        if started is not None:
+            shape, at = started
+            with self._lock:
+                self.seconds[shape] += time.perf_counter() - at
+
     def report_shapes(self, presses: int, top: int = 15) -> None:
-        """Where the statements go: the most frequent shapes, per press."""
+        """Where the statements go: the most frequent shapes, per press, and the slowest in total."""
         with self._lock:
             common = self.shapes.most_common(top)
+            slowest = self.seconds.most_common(top)
+            counts = dict(self.shapes)
         print(f"  SQL statements per press by shape (top {top}, over the run):")
         for shape, n in common:
             print(f"    {n / presses:6.2f}  {shape}")
+        print(f"  SQL time by shape (top {top}): total s, ms per statement")
+        for shape, seconds in slowest:
+            print(f"    {seconds:8.2f} s {seconds * 1000 / counts[shape]:7.2f} ms  {shape}")
 
     def _commit(self, *_: Any) -> None:
         with self._lock:
