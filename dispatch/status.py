@@ -72,8 +72,13 @@ def refresh_incident(
 
     Returns the status publications to make after commit (none when the state stands).
     """
-    session.flush()
-    assignments = session.execute(select(Assignment).where(Assignment.incident_id == incident.id)).scalars().all()
+    # The caller's changes to assignments already loaded are read from the session (a row the
+    # SELECT returns keeps its unflushed attributes), so only a new assignment needs a flush.
+    # Not flushing here lets the incident's own changes and its new state go out as one UPDATE.
+    if any(isinstance(added, Assignment) for added in session.new):
+        session.flush()
+    with session.no_autoflush:
+        assignments = session.execute(select(Assignment).where(Assignment.incident_id == incident.id)).scalars().all()
     derived = incident_state([a.state for a in assignments])
     if derived is None or derived == incident.state:
         return []
