@@ -254,7 +254,8 @@ def test_nobody_accepting_makes_the_incident_unanswered_and_the_button_is_told(
         accepted = button.wait_status(press_id, timeout_s=30)
     assert (accepted["state"], accepted["unit_name"]) == ("acknowledged", "Patroli Polsek Mayangan")
     assert [e["state"] for e in events(sessions, "state_changed")] == ["unanswered", "acknowledged"]
-    assert texts_to(store, SUP)
+    # The supervisor's page was queued before the exhaustion; on a loaded machine it may still be on its way.
+    assert eventually(lambda: texts_to(store, SUP), timeout=20)
 
 
 def test_a_dispatcher_assigning_a_unit_after_exhaustion_makes_it_dispatched_again(
