@@ -157,13 +157,17 @@ class InboundRouter:
     def _write(self, session: Session, work: _Work) -> intake.Outcome:
         """Everything one message writes, in the caller's transaction."""
         if work.parsed is None:
-            row = self._log(session, work.message, work.now, "dead_letter")
+            row = self._log(work.message, work.now, "dead_letter")
             row.reason = work.rejected
+            session.add(row)
             return intake.Outcome("dead_letter", work.rejected)
         parsed, now = work.parsed, work.now
-        row = self._log(session, work.message, now, "accepted")
+        # Added to the session only once its outcome is known: one INSERT, not an INSERT and an
+        # UPDATE. The timeline names it by a timeline.Later, read when the events are written.
+        row = self._log(work.message, now, "accepted")
         outcome = self._apply(session, parsed, now, row, work.geocoded)
         row.outcome, row.reason, row.incident_id = outcome.outcome, outcome.reason, outcome.incident_id
+        session.add(row)
         is_press = isinstance(parsed, device_protocol.DeviceMessage)  # calls start their own dispatch
         if is_press and outcome.opened is not None and self._on_opened and intake.dispatchable(outcome.opened):
             # Same transaction: an incident is never committed without its first escalation step.
@@ -236,9 +240,9 @@ class InboundRouter:
             return intake.accept_cancel(session, parsed.device_id, payload, now=now, grace_s=grace)
         return intake.accept_heartbeat(session, parsed.device_id, payload, now=now)
 
-    def _log(self, session: Session, message: Received, now: datetime, outcome: str) -> InboundMessage:
+    def _log(self, message: Received, now: datetime, outcome: str) -> InboundMessage:
         limit = self._settings.mqtt.max_payload_bytes
-        row = InboundMessage(
+        return InboundMessage(
             received_at=now,
             topic=message.topic,
             payload=message.payload[:limit],
@@ -246,9 +250,6 @@ class InboundRouter:
             redelivered=message.redelivered,
             outcome=outcome,
         )
-        session.add(row)
-        session.flush()  # the id goes on the timeline
-        return row
 
     def _dead_letter(self, message: Received, now: datetime, reason: str) -> None:
         work = _Work(message, now, time.perf_counter(), rejected=reason)

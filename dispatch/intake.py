@@ -42,7 +42,10 @@ class Outcome:
 def accept_press(
     session: Session, device_id: str, press: PressPayload, *, now: datetime, inbound: InboundMessage
 ) -> Outcome:
-    """Open the incident for this press, or recognise a redelivery of one already opened."""
+    """Open the incident for this press, or recognise a redelivery of one already opened.
+
+    ``inbound`` is the message's log row, not yet written: its id reaches the timeline at commit.
+    """
     # The button is seen now: marked so and loaded by one UPDATE … RETURNING, not a SELECT and an UPDATE.
     seen: dict[str, Any] = {"last_seen_at": now}
     if press.battery is not None:
@@ -98,7 +101,7 @@ def accept_press(
             device_id=device_id,
             source_ts=press.ts,
             at=now,
-            inbound_message_id=inbound.id,
+            inbound_message_id=timeline.Later(lambda: inbound.id),
             redelivered=inbound.redelivered,
         )
         return Outcome("duplicate", "press already recorded", incident.id, (_status(incident, now),))
@@ -118,7 +121,7 @@ def accept_press(
         accuracy_m=accuracy,
         location_source=source,
         battery=press.battery,
-        inbound_message_id=inbound.id,
+        inbound_message_id=timeline.Later(lambda: inbound.id),
     )
     if review_reason is not None:
         timeline.record(

@@ -6,11 +6,17 @@ own (seven INSERTs per press). They commit with the effects they record; a savep
 back takes the events recorded inside it with it, and only those. Savepoints are opened with
 ``with session.begin_nested()`` (never committed past), so the transaction that commits last
 is the outermost one, and it writes every event still standing.
+
+An event may name a row that is not written yet (``Later``): its id is read when the events are.
+Intake adds the message's log row only once it knows the outcome, one INSERT instead of an
+INSERT and an UPDATE, yet the press's event names it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +32,13 @@ log = logging.getLogger(__name__)
 # whether the transaction now ending committed (after_commit, then after_transaction_end).
 _PENDING = "dispatch.timeline.pending"
 _COMMITTED = "dispatch.timeline.committed"
+
+
+@dataclass(frozen=True)
+class Later:
+    """An event's value known only after the transaction's last flush (a new row's id)."""
+
+    read: Callable[[], Any]
 
 
 def record(
@@ -68,7 +81,16 @@ def _write_pending(session: Session) -> None:
     if pending:
         rows = [row for _transaction, row in pending]
         pending.clear()  # before the INSERT: if it fails, the transaction rolls back without them
+        if any(isinstance(value, Later) for row in rows for value in row["data"].values()):
+            session.flush()  # the rows a Later names get their ids
+            for row in rows:
+                row["data"] = _resolved(row["data"])
         session.execute(insert(TimelineEvent).execution_options(render_nulls=True), rows)
+
+
+def _resolved(data: dict[str, Any]) -> dict[str, Any]:
+    values = {k: v.read() if isinstance(v, Later) else v for k, v in data.items()}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _committed(session: Session) -> None:

@@ -78,6 +78,19 @@ def test_the_same_press_delivered_three_times_makes_one_incident(
     # The "dispatched" status can answer wait_status before a repeat is handled: wait for the log.
     eventually(lambda: events(sessions, incident.id) == ["press_received", "press_repeated", "press_repeated"])
     assert count(sessions, InboundMessage, InboundMessage.outcome == "duplicate") == 2
+    # Each event names the message it came from, and that message's log row names the incident.
+    with sessions() as session:
+        logged = session.execute(
+            select(TimelineEvent.kind, InboundMessage.outcome, InboundMessage.incident_id)
+            .join(InboundMessage, InboundMessage.id == TimelineEvent.data["inbound_message_id"].as_integer())
+            .where(TimelineEvent.incident_id == incident.id)
+            .order_by(TimelineEvent.id)
+        ).all()
+    assert [tuple(row) for row in logged] == [
+        ("press_received", "accepted", incident.id),
+        ("press_repeated", "duplicate", incident.id),
+        ("press_repeated", "duplicate", incident.id),
+    ]
 
 
 def test_without_location_or_service_the_registered_ones_are_used(
